@@ -1,0 +1,1 @@
+"""connectors: private package registries for workloads that never hold their credentials."""

@@ -1,0 +1,98 @@
+"""Condition types and reasons of a Connector's status, as the published CRDs name them."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from datetime import UTC, datetime
+
+
+class ConditionType(enum.StrEnum):
+    CONNECTOR_CLASS_READY = "ConnectorClassReady"
+    SECRET_READY = "SecretReady"
+    LIVENESS_READY = "LivenessReady"
+    AUTH_READY = "AuthReady"
+    PROXY_SERVICE_READY = "ProxyServiceReady"
+    CA_CERT_READY = "CACertReady"
+    READY = "Ready"
+
+
+class Reason(enum.StrEnum):
+    CONNECTOR_CLASS_NOT_FOUND = "ConnectorClassNotFound"
+    SECRET_NOT_FOUND = "SecretNotFound"
+    SECRET_INVALID = "SecretInvalid"
+    SECRET_OPTIONAL = "SecretOptional"
+    CONNECTION_FAILED = "ConnectionFailed"
+    NON_LIVENESS_PROBE = "NonLivenessProbe"
+    AUTHENTICATION_FAILED = "AuthenticationFailed"
+    NON_AUTH_PROBE = "NonAuthProbe"
+    PROXY_SERVICE_NOT_FOUND = "ProxyServiceNotFound"
+    CA_CERT_NOT_FOUND = "CACertNotFound"
+    NOT_CHECKED = "NotChecked"
+
+
+# The order in which Ready looks for the first failing condition.
+READY_DEPENDS_ON: tuple[ConditionType, ...] = (
+    ConditionType.CONNECTOR_CLASS_READY,
+    ConditionType.SECRET_READY,
+    ConditionType.LIVENESS_READY,
+    ConditionType.AUTH_READY,
+    ConditionType.PROXY_SERVICE_READY,
+)
+
+
+class Status(enum.StrEnum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+@dataclasses.dataclass(frozen=True)
+class Condition:
+    type: str
+    status: Status
+    reason: str = ""
+    message: str = ""
+    severity: str = ""
+    last_transition_time: datetime = dataclasses.field(
+        default_factory=lambda: datetime.now(UTC).replace(microsecond=0)
+    )
+
+    @property
+    def is_true(self) -> bool:
+        return self.status is Status.TRUE
+
+    def same_state(self, other: Condition) -> bool:
+        """Whether two conditions say the same thing (ignoring when they were written)."""
+        return (self.status, self.reason, self.message) == (
+            other.status,
+            other.reason,
+            other.message,
+        )
+
+    def to_dict(self) -> dict[str, str]:
+        out = {
+            "type": self.type,
+            "status": self.status.value,
+            "reason": self.reason,
+            "message": self.message,
+            "lastTransitionTime": self.last_transition_time.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+        if self.severity:
+            out["severity"] = self.severity
+        return out
+
+
+def keep_transition_times(
+    previous: tuple[Condition, ...], current: tuple[Condition, ...]
+) -> tuple[Condition, ...]:
+    """Carry over lastTransitionTime for conditions whose state did not change."""
+    before = {c.type: c for c in previous}
+    kept = []
+    for cond in current:
+        old = before.get(cond.type)
+        if old is not None and old.same_state(cond):
+            kept.append(dataclasses.replace(cond, last_transition_time=old.last_transition_time))
+        else:
+            kept.append(cond)
+    return tuple(kept)

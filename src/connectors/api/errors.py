@@ -1,0 +1,73 @@
+"""Every error `connectors` raises on purpose, in one tree.
+
+    ConnectorsError
+    ├── ManifestError            a resource document is malformed (file, document, field)
+    ├── NotFoundError            a named resource does not exist
+    ├── TokenError               a proxy token cannot be accepted (bad, expired, foreign)
+    ├── PermissionDenied         a valid identity may not do what it asked
+    ├── AuthUnavailable          the token authority cannot be reached (fail closed)
+    ├── TemplateError            a configuration template failed to render
+    └── StateError               standalone state (keys, server address) is missing or bad
+
+Third-party exceptions are translated into these at the boundary (`raise ... from exc`), so
+callers handle one family. Messages say what happened and what to do, and never carry a
+credential or a token.
+"""
+
+from __future__ import annotations
+
+
+class ConnectorsError(Exception):
+    """Base of every deliberate error in connectors."""
+
+
+class ManifestError(ConnectorsError):
+    """A resource document is malformed; the message names where and which field."""
+
+    def __init__(
+        self, problem: str, *, source: str = "", document: int | None = None, field: str = ""
+    ) -> None:
+        self.problem = problem
+        self.source = source
+        self.document = document
+        self.field = field
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        where = []
+        if self.source:
+            where.append(self.source)
+        if self.document is not None:
+            where.append(f"document {self.document}")
+        if self.field:
+            where.append(f"field {self.field}")
+        prefix = ", ".join(where)
+        return f"{prefix}: {self.problem}" if prefix else self.problem
+
+    def located(self, *, source: str, document: int | None) -> ManifestError:
+        """The same problem, with the file and document it came from."""
+        return ManifestError(self.problem, source=source, document=document, field=self.field)
+
+
+class NotFoundError(ConnectorsError):
+    """A named resource does not exist."""
+
+
+class TokenError(ConnectorsError):
+    """A token was presented that cannot be accepted."""
+
+
+class TemplateError(ConnectorsError):
+    """A configuration template could not be rendered."""
+
+
+class StateError(ConnectorsError):
+    """Standalone state is missing or unusable."""
+
+
+class PermissionDenied(ConnectorsError):
+    """A valid identity asked for something it is not allowed to do."""
+
+
+class AuthUnavailable(ConnectorsError):
+    """Whoever decides on tokens cannot be asked right now; fail closed, retry later."""

@@ -1,0 +1,250 @@
+"""The resources of `connectors.alauda.io/v1alpha1`, and the Secret a Connector points at.
+
+Field names follow the published Alauda Connectors CRDs so their manifests apply unchanged.
+Each field's wire name and whether it is required live in its metadata (see `codec`), which
+both the manifest reader and the CRD schema generator use.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from connectors.api.codec import wire
+from connectors.api.conditions import Condition
+
+GROUP = "connectors.alauda.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+DEFAULT_NAMESPACE = "default"
+BASIC_AUTH_SECRET_TYPE = "kubernetes.io/basic-auth"
+
+
+# --- shared pieces -------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class NameValue:
+    name: str = dataclasses.field(metadata=wire("name", required=True))
+    value: str = dataclasses.field(default="", metadata=wire("value"))
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalObjectReference:
+    name: str = dataclasses.field(metadata=wire("name", required=True))
+
+
+@dataclasses.dataclass(frozen=True)
+class ParamSpec:
+    name: str = dataclasses.field(metadata=wire("name", required=True))
+    type: str = dataclasses.field(default="string", metadata=wire("type"))
+    description: str = dataclasses.field(default="", metadata=wire("description"))
+    default: str | None = dataclasses.field(default=None, metadata=wire("default"))
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectMeta:
+    name: str = dataclasses.field(metadata=wire("name", required=True))
+    namespace: str | None = dataclasses.field(default=None, metadata=wire("namespace"))
+    uid: str | None = dataclasses.field(default=None, metadata=wire("uid"))
+    generation: int | None = dataclasses.field(default=None, metadata=wire("generation"))
+    resource_version: str | None = dataclasses.field(default=None, metadata=wire("resourceVersion"))
+    creation_timestamp: str | None = dataclasses.field(
+        default=None, metadata=wire("creationTimestamp")
+    )
+    labels: dict[str, str] = dataclasses.field(default_factory=dict, metadata=wire("labels"))
+    annotations: dict[str, str] = dataclasses.field(
+        default_factory=dict, metadata=wire("annotations")
+    )
+
+
+# --- Connector -----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ConnectorAuth:
+    name: str = dataclasses.field(default="", metadata=wire("name"))
+    secret_ref: LocalObjectReference | None = dataclasses.field(
+        default=None, metadata=wire("secretRef")
+    )
+    params: tuple[NameValue, ...] = dataclasses.field(default=(), metadata=wire("params"))
+
+
+@dataclasses.dataclass(frozen=True)
+class ConnectorSpec:
+    connector_class_name: str = dataclasses.field(
+        metadata=wire(
+            "connectorClassName",
+            required=True,
+            description="The ConnectorClass that says how to use this registry.",
+        )
+    )
+    address: str = dataclasses.field(
+        metadata=wire(
+            "address", required=True, description="The registry's URL; may carry a path prefix."
+        )
+    )
+    address_extensions: tuple[NameValue, ...] = dataclasses.field(
+        default=(),
+        metadata=wire(
+            "addressExtensions", description="Other upstream hosts the proxy also takes over."
+        ),
+    )
+    auth: ConnectorAuth | None = dataclasses.field(default=None, metadata=wire("auth"))
+    params: tuple[NameValue, ...] = dataclasses.field(default=(), metadata=wire("params"))
+    ca_cert_secret_ref: LocalObjectReference | None = dataclasses.field(
+        default=None, metadata=wire("caCertSecretRef")
+    )
+
+    def param(self, name: str) -> str | None:
+        return next((p.value for p in self.params if p.name == name), None)
+
+
+@dataclasses.dataclass(frozen=True)
+class HTTPAddress:
+    url: str = dataclasses.field(metadata=wire("url", required=True))
+    audience: str = dataclasses.field(default="", metadata=wire("audience"))
+
+
+@dataclasses.dataclass(frozen=True)
+class ProxyStatus:
+    http_address: HTTPAddress | None = dataclasses.field(default=None, metadata=wire("httpAddress"))
+
+
+@dataclasses.dataclass(frozen=True)
+class ConnectorStatus:
+    conditions: tuple[Condition, ...] = ()
+    observed_generation: int | None = None
+    proxy: ProxyStatus | None = None
+
+    def condition(self, type_: str) -> Condition | None:
+        return next((c for c in self.conditions if c.type == type_), None)
+
+
+@dataclasses.dataclass(frozen=True)
+class Connector:
+    metadata: ObjectMeta
+    spec: ConnectorSpec
+    status: ConnectorStatus = ConnectorStatus()
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def namespace(self) -> str:
+        return self.metadata.namespace or DEFAULT_NAMESPACE
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.namespace, self.name)
+
+
+# --- ConnectorClass ------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class HTTPProbe:
+    path: str = dataclasses.field(default="/", metadata=wire("path"))
+    method: str = dataclasses.field(default="GET", metadata=wire("method"))
+    http_headers: tuple[NameValue, ...] = dataclasses.field(
+        default=(), metadata=wire("httpHeaders")
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Probe:
+    http: HTTPProbe | None = dataclasses.field(default=None, metadata=wire("http"))
+
+
+@dataclasses.dataclass(frozen=True)
+class AuthProbe:
+    auth_name: str = dataclasses.field(metadata=wire("authName", required=True))
+    probe: Probe = dataclasses.field(metadata=wire("probe", required=True))
+
+
+@dataclasses.dataclass(frozen=True)
+class AuthType:
+    name: str = dataclasses.field(metadata=wire("name", required=True))
+    secret_type: str = dataclasses.field(default="", metadata=wire("secretType"))
+    optional: bool = dataclasses.field(default=False, metadata=wire("optional"))
+    params: tuple[ParamSpec, ...] = dataclasses.field(default=(), metadata=wire("params"))
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassAuth:
+    types: tuple[AuthType, ...] = dataclasses.field(default=(), metadata=wire("types"))
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassProxy:
+    protocol: str = dataclasses.field(
+        default="",
+        metadata=wire("protocol", description="How the proxy treats responses (e.g. pypi)."),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Configuration:
+    name: str = dataclasses.field(metadata=wire("name", required=True))
+    data: dict[str, str] = dataclasses.field(default_factory=dict, metadata=wire("data"))
+    params: tuple[ParamSpec, ...] = dataclasses.field(default=(), metadata=wire("params"))
+
+
+@dataclasses.dataclass(frozen=True)
+class ConnectorClassSpec:
+    address: ParamSpec | None = dataclasses.field(default=None, metadata=wire("address"))
+    auth: ClassAuth = dataclasses.field(default_factory=ClassAuth, metadata=wire("auth"))
+    liveness_probe: Probe | None = dataclasses.field(default=None, metadata=wire("livenessProbe"))
+    auth_probes: tuple[AuthProbe, ...] = dataclasses.field(default=(), metadata=wire("authProbes"))
+    proxy: ClassProxy | None = dataclasses.field(default=None, metadata=wire("proxy"))
+    configurations: tuple[Configuration, ...] = dataclasses.field(
+        default=(), metadata=wire("configurations")
+    )
+    params: tuple[ParamSpec, ...] = dataclasses.field(default=(), metadata=wire("params"))
+
+    def auth_type(self, name: str) -> AuthType | None:
+        return next((t for t in self.auth.types if t.name == name), None)
+
+    def auth_probe(self, auth_name: str) -> Probe | None:
+        return next((p.probe for p in self.auth_probes if p.auth_name == auth_name), None)
+
+    def configuration(self, name: str) -> Configuration | None:
+        return next((c for c in self.configurations if c.name == name), None)
+
+
+@dataclasses.dataclass(frozen=True)
+class ConnectorClass:
+    metadata: ObjectMeta
+    spec: ConnectorClassSpec
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+
+# --- Secret --------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Secret:
+    """A Secret's decoded data. Its repr names the keys only, never the values."""
+
+    metadata: ObjectMeta
+    type: str
+    data: dict[str, bytes] = dataclasses.field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return (
+            f"Secret(name={self.metadata.name!r}, namespace={self.metadata.namespace!r}, "
+            f"type={self.type!r}, keys={sorted(self.data)!r})"
+        )
+
+    __str__ = __repr__
+
+    @property
+    def namespace(self) -> str:
+        return self.metadata.namespace or DEFAULT_NAMESPACE
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.namespace, self.metadata.name)
