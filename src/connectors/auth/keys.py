@@ -1,0 +1,114 @@
+"""The standalone issuer's signing keys, kept as PEM files in the state directory.
+
+Keys are Ed25519 (asymmetric: what can verify a token cannot mint one). The newest key
+signs; every key still on disk verifies, so rotating keys does not cut off tokens already
+handed out. A retired key is removed once no token it signed can still be valid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+import time
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from connectors.api.errors import StateError
+
+
+@dataclasses.dataclass(frozen=True)
+class SigningKey:
+    kid: str
+    created: float
+    private: ed25519.Ed25519PrivateKey
+
+    def __repr__(self) -> str:
+        return f"SigningKey(kid={self.kid!r})"
+
+    @property
+    def public(self) -> ed25519.Ed25519PublicKey:
+        return self.private.public_key()
+
+
+class KeyRing:
+    """All keys in one directory; loaded on construction, reloaded by `refresh()`."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._keys: dict[str, SigningKey] = {}
+        self.refresh()
+
+    @classmethod
+    def open(cls, directory: Path) -> KeyRing:
+        """The key ring in `directory`, creating the directory and a first key if needed."""
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        ring = cls(directory)
+        if not ring._keys:
+            ring.rotate()
+        return ring
+
+    def refresh(self) -> None:
+        keys: dict[str, SigningKey] = {}
+        if self.directory.is_dir():
+            for path in self.directory.glob("*.pem"):
+                keys[path.stem] = _read_key(path)
+        self._keys = keys
+
+    def rotate(self) -> SigningKey:
+        """Make a new signing key; older keys keep verifying."""
+        kid = f"{int(time.time())}-{secrets.token_hex(4)}"
+        private = ed25519.Ed25519PrivateKey.generate()
+        pem = private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        path = self.directory / f"{kid}.pem"
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(pem)
+        tmp.replace(path)
+        key = SigningKey(kid=kid, created=path.stat().st_mtime, private=private)
+        self._keys[kid] = key
+        return key
+
+    def retire_older_than(self, max_age_seconds: float) -> list[str]:
+        """Remove every key but the signer that is older than max_age_seconds."""
+        signer = self.signer()
+        cutoff = time.time() - max_age_seconds
+        removed = []
+        for kid, key in list(self._keys.items()):
+            if kid != signer.kid and key.created < cutoff:
+                (self.directory / f"{kid}.pem").unlink(missing_ok=True)
+                del self._keys[kid]
+                removed.append(kid)
+        return removed
+
+    def signer(self) -> SigningKey:
+        if not self._keys:
+            raise StateError(
+                f"no signing key in {self.directory}: start `connectors serve` once to create one"
+            )
+        return max(self._keys.values(), key=lambda k: (k.created, k.kid))
+
+    def verifier(self, kid: str) -> ed25519.Ed25519PublicKey | None:
+        key = self._keys.get(kid)
+        if key is None:
+            # A key made by another process (the server rotating) appears without restart.
+            self.refresh()
+            key = self._keys.get(kid)
+        return key.public if key else None
+
+
+def _read_key(path: Path) -> SigningKey:
+    try:
+        private = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except (OSError, ValueError) as exc:
+        raise StateError(f"cannot read signing key {path}: {exc.__class__.__name__}") from exc
+    if not isinstance(private, ed25519.Ed25519PrivateKey):
+        raise StateError(f"signing key {path} is not an Ed25519 key")
+    return SigningKey(kid=path.stem, created=path.stat().st_mtime, private=private)

@@ -1,0 +1,115 @@
+"""Short-lived, audience-bound tokens from the standalone issuer.
+
+A token names one proxy URL as its audience, so a token for one connector is worthless at
+another. Lifetimes are bounded: a leaked token is useful for minutes, not forever.
+Verification allows `LEEWAY_SECONDS` of clock skew on `exp`, `nbf` and `iat`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+import time
+from collections.abc import Iterable
+
+import jwt
+
+from connectors.api.errors import TokenError
+from connectors.auth.keys import KeyRing
+
+ISSUER = "connectors-standalone"
+ALGORITHM = "EdDSA"
+DEFAULT_TTL_SECONDS = 30 * 60
+MIN_TTL_SECONDS = 60
+MAX_TTL_SECONDS = 24 * 60 * 60
+LEEWAY_SECONDS = 5
+
+SCOPE_DOWNLOAD = "download"
+SCOPE_UPLOAD = "upload"
+ALL_SCOPES = (SCOPE_DOWNLOAD, SCOPE_UPLOAD)
+
+
+@dataclasses.dataclass(frozen=True)
+class Identity:
+    """Who presented a token, and until when the answer holds."""
+
+    subject: str
+    expires_at: float
+    scopes: frozenset[str] = frozenset(ALL_SCOPES)
+    pod: str = ""
+
+
+def issue(
+    ring: KeyRing,
+    *,
+    audience: str,
+    subject: str,
+    ttl_seconds: int = DEFAULT_TTL_SECONDS,
+    scopes: Iterable[str] = ALL_SCOPES,
+    now: float | None = None,
+) -> str:
+    """Sign a token for `audience`, valid for ttl_seconds (bounded to the allowed range)."""
+    if not MIN_TTL_SECONDS <= ttl_seconds <= MAX_TTL_SECONDS:
+        raise TokenError(
+            f"token lifetime {ttl_seconds}s is outside the allowed "
+            f"{MIN_TTL_SECONDS}s to {MAX_TTL_SECONDS}s"
+        )
+    scope_list = sorted(set(scopes))
+    unknown = set(scope_list) - set(ALL_SCOPES)
+    if unknown or not scope_list:
+        raise TokenError(f"scopes must be among {', '.join(ALL_SCOPES)}")
+    issued = int(now if now is not None else time.time())
+    key = ring.signer()
+    claims = {
+        "iss": ISSUER,
+        "sub": subject,
+        "aud": [audience],
+        "iat": issued,
+        "nbf": issued,
+        "exp": issued + ttl_seconds,
+        "jti": secrets.token_urlsafe(12),
+        "scope": " ".join(scope_list),
+    }
+    return jwt.encode(claims, key.private, algorithm=ALGORITHM, headers={"kid": key.kid})
+
+
+def verify(ring: KeyRing, token: str, *, audience: str) -> Identity:
+    """The identity in `token` if it was signed by `ring` for `audience` and is current."""
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError as exc:
+        raise TokenError("the token is not a well-formed JWT") from exc
+    kid = header.get("kid")
+    public = ring.verifier(kid) if isinstance(kid, str) else None
+    if public is None:
+        raise TokenError("the token was not signed by this issuer (unknown key)")
+    try:
+        claims = jwt.decode(
+            token,
+            public,
+            algorithms=[ALGORITHM],
+            audience=audience,
+            issuer=ISSUER,
+            leeway=LEEWAY_SECONDS,
+            options={"require": ["exp", "iat", "nbf", "aud", "sub"]},
+        )
+    except jwt.ExpiredSignatureError as exc:
+        raise TokenError("the token has expired: request a new one") from exc
+    except jwt.InvalidAudienceError as exc:
+        raise TokenError("the token was issued for a different connector") from exc
+    except jwt.PyJWTError as exc:
+        raise TokenError(f"the token is not valid ({exc.__class__.__name__})") from exc
+    scopes = frozenset(str(claims.get("scope", "")).split())
+    return Identity(subject=str(claims["sub"]), expires_at=float(claims["exp"]), scopes=scopes)
+
+
+def parse_duration(text: str) -> int:
+    """Seconds in a duration such as `30m`, `1h`, `90s` or `600`."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    text = text.strip()
+    try:
+        if text and text[-1] in units:
+            return int(text[:-1]) * units[text[-1]]
+        return int(text)
+    except ValueError as exc:
+        raise TokenError(f"cannot read duration {text!r}: use forms like 90s, 30m or 1h") from exc
