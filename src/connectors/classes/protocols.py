@@ -1,0 +1,50 @@
+"""Proxy behaviour by protocol: what a class's `spec.proxy.protocol` makes the proxy do.
+
+A protocol says which client paths mean other upstream paths and how index responses are
+rewritten. `pypi` ships here; a later class (npm, maven, OCI) adds its entry beside it.
+A class without a protocol gets plain forwarding: no aliases, no rewriting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+from connectors.classes import pypi_links
+
+
+def _no_aliases(params: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    return ()
+
+
+def _never(content_type: str | None) -> bool:
+    return False
+
+
+def _unchanged(
+    body: bytes, content_type: str | None, page_url: str, map_url: pypi_links.UrlMapper
+) -> bytes:
+    return body
+
+
+@dataclasses.dataclass(frozen=True)
+class ProxyProtocol:
+    name: str
+    path_aliases: Callable[[dict[str, str]], tuple[tuple[str, str], ...]] = _no_aliases
+    is_rewritable: Callable[[str | None], bool] = _never
+    rewrite: Callable[[bytes, str | None, str, pypi_links.UrlMapper], bytes] = _unchanged
+
+
+PLAIN = ProxyProtocol(name="")
+PROTOCOLS = {
+    "pypi": ProxyProtocol(
+        name="pypi",
+        path_aliases=pypi_links.path_aliases,
+        is_rewritable=pypi_links.is_rewritable,
+        rewrite=pypi_links.rewrite,
+    ),
+}
+
+
+def protocol_named(name: str) -> ProxyProtocol:
+    return PROTOCOLS.get(name, PLAIN)

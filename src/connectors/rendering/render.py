@@ -1,0 +1,100 @@
+"""Render a class's configuration templates into client files: pure functions.
+
+Templates come from ConnectorClass resources, which a cluster user may write, so they run
+in Jinja2's immutable sandbox with no loader: a template sees only the variables given
+here, cannot reach files, the environment or Python internals, and cannot change state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+from urllib.parse import urlsplit
+
+import jinja2
+from jinja2 import sandbox
+
+from connectors.api import codec
+from connectors.api.errors import NotFoundError, TemplateError
+from connectors.api.resources import Configuration, Connector, ConnectorClass
+
+_ENVIRONMENT = sandbox.ImmutableSandboxedEnvironment(
+    undefined=jinja2.StrictUndefined,
+    autoescape=False,
+    keep_trailing_newline=True,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class RenderContext:
+    """What a file is rendered for: the proxy it points at and the token it carries."""
+
+    proxy_url: str
+    token: str
+
+    def __repr__(self) -> str:
+        return f"RenderContext(proxy_url={self.proxy_url!r}, token=<hidden>)"
+
+
+def username_for(connector: Connector) -> str:
+    """The display name clients send with the token (as the seed shows: namespace-name)."""
+    return f"{connector.namespace}-{connector.name}"
+
+
+def effective_params(
+    connector: Connector, cls: ConnectorClass, configuration: Configuration | None = None
+) -> dict[str, str]:
+    """Class and configuration defaults, overlaid with the Connector's spec.params."""
+    params: dict[str, str] = {}
+    specs = cls.spec.params + (configuration.params if configuration else ())
+    for spec in specs:
+        if spec.default is not None:
+            params[spec.name] = spec.default
+    for given in connector.spec.params:
+        params[given.name] = given.value
+    return params
+
+
+def proxy_variables(proxy_url: str) -> dict[str, str]:
+    parts = urlsplit(proxy_url)
+    return {
+        "url": proxy_url.rstrip("/"),
+        "scheme": parts.scheme,
+        "host": parts.netloc,
+        "hostname": parts.hostname or "",
+        "path": parts.path.rstrip("/"),
+    }
+
+
+def render_string(template: str, variables: dict[str, Any], *, what: str) -> str:
+    """Render one template string in the sandbox; failures name `what`, not the values."""
+    try:
+        return _ENVIRONMENT.from_string(template).render(variables)
+    except jinja2.TemplateError as exc:
+        raise TemplateError(f"{what}: {exc.__class__.__name__}: {exc.message}") from None
+
+
+def render_configuration(
+    connector: Connector, cls: ConnectorClass, name: str, context: RenderContext
+) -> dict[str, str]:
+    """The files of configuration `name` (filename -> content) for this connector."""
+    configuration = cls.spec.configuration(name)
+    if configuration is None:
+        known = ", ".join(c.name for c in cls.spec.configurations) or "none"
+        raise NotFoundError(
+            f"ConnectorClass {cls.name} has no configuration {name!r} (it has: {known})"
+        )
+    variables = {
+        "connector": {
+            "metadata": codec.encode(connector.metadata),
+            "spec": codec.encode(connector.spec),
+        },
+        "connectorclass": {"metadata": codec.encode(cls.metadata), "spec": codec.encode(cls.spec)},
+        "context": {"token": context.token, "username": username_for(connector)},
+        "proxy": proxy_variables(context.proxy_url),
+        "params": effective_params(connector, cls, configuration),
+    }
+    return {
+        filename: render_string(template, variables, what=f"configuration {name}, file {filename}")
+        for filename, template in configuration.data.items()
+    }
