@@ -1,0 +1,154 @@
+"""Turn what the reconciler found into status conditions: pure functions, no I/O."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from connectors.api.conditions import (
+    READY_DEPENDS_ON,
+    Condition,
+    ConditionType,
+    Reason,
+    Status,
+)
+from connectors.reconcile.upstream import CredentialsProblem, CredentialsResult
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbeOutcome:
+    """One HTTP probe: the status the registry answered, or why there was no answer."""
+
+    url: str
+    status: int | None = None
+    error: str = ""
+
+    @property
+    def answered(self) -> bool:
+        return self.status is not None
+
+
+def _true(type_: ConditionType, message: str = "", reason: str = "") -> Condition:
+    return Condition(type=type_, status=Status.TRUE, reason=reason, message=message)
+
+
+def _false(type_: ConditionType, reason: str, message: str) -> Condition:
+    return Condition(
+        type=type_, status=Status.FALSE, reason=reason, message=message, severity="Error"
+    )
+
+
+def class_condition(class_name: str, found: bool) -> Condition:
+    if found:
+        return _true(ConditionType.CONNECTOR_CLASS_READY)
+    return _false(
+        ConditionType.CONNECTOR_CLASS_READY,
+        Reason.CONNECTOR_CLASS_NOT_FOUND,
+        f"ConnectorClass {class_name} not found: install it or fix spec.connectorClassName",
+    )
+
+
+def secret_condition(credentials: CredentialsResult) -> Condition:
+    if isinstance(credentials, CredentialsProblem):
+        return _false(ConditionType.SECRET_READY, credentials.reason, credentials.message)
+    if credentials is None:
+        return _true(
+            ConditionType.SECRET_READY,
+            "this connector uses no credentials",
+            reason=Reason.SECRET_OPTIONAL,
+        )
+    return _true(ConditionType.SECRET_READY)
+
+
+def liveness_condition(outcome: ProbeOutcome | None) -> Condition:
+    if outcome is None:
+        return _true(
+            ConditionType.LIVENESS_READY,
+            "the class defines no liveness probe",
+            reason=Reason.NON_LIVENESS_PROBE,
+        )
+    status = outcome.status
+    if status is None:
+        return _false(
+            ConditionType.LIVENESS_READY,
+            Reason.CONNECTION_FAILED,
+            f"cannot reach {outcome.url}: {outcome.error}",
+        )
+    # Any answer short of a server error or a missing index shows a live registry; an
+    # authentication challenge is expected before credentials are sent.
+    if status >= 500 or status == 404:
+        return _false(
+            ConditionType.LIVENESS_READY,
+            Reason.CONNECTION_FAILED,
+            f"{outcome.url} answered HTTP {status}: check spec.address",
+        )
+    return _true(ConditionType.LIVENESS_READY)
+
+
+def auth_condition(outcome: ProbeOutcome | None) -> Condition:
+    if outcome is None:
+        return _true(
+            ConditionType.AUTH_READY,
+            "the class defines no auth probe",
+            reason=Reason.NON_AUTH_PROBE,
+        )
+    if outcome.status is None:
+        return _false(
+            ConditionType.AUTH_READY,
+            Reason.CONNECTION_FAILED,
+            f"cannot reach {outcome.url}: {outcome.error}",
+        )
+    if 200 <= outcome.status < 400:
+        return _true(ConditionType.AUTH_READY)
+    if outcome.status in (401, 403):
+        return _false(
+            ConditionType.AUTH_READY,
+            Reason.AUTHENTICATION_FAILED,
+            f"{outcome.url} refused the Secret's credentials (HTTP {outcome.status}):"
+            " fix the username or password in the Secret",
+        )
+    return _false(
+        ConditionType.AUTH_READY,
+        Reason.AUTHENTICATION_FAILED,
+        f"{outcome.url} answered HTTP {outcome.status} to the credential check",
+    )
+
+
+def not_checked(type_: ConditionType, because: str) -> Condition:
+    return Condition(
+        type=type_,
+        status=Status.UNKNOWN,
+        reason=Reason.NOT_CHECKED,
+        message=f"not checked: {because}",
+    )
+
+
+def proxy_condition(proxy_url: str | None, missing_message: str) -> Condition:
+    if proxy_url:
+        return _true(ConditionType.PROXY_SERVICE_READY, f"clients use {proxy_url}")
+    return _false(
+        ConditionType.PROXY_SERVICE_READY, Reason.PROXY_SERVICE_NOT_FOUND, missing_message
+    )
+
+
+def ca_condition(problem: CredentialsProblem | None) -> Condition:
+    if problem is None:
+        return _true(ConditionType.CA_CERT_READY)
+    return _false(ConditionType.CA_CERT_READY, problem.reason, problem.message)
+
+
+def ready_condition(conditions: tuple[Condition, ...]) -> Condition:
+    """Ready is True when every condition it depends on is; else it carries the first
+    failing one's reason and message."""
+    by_type = {c.type: c for c in conditions}
+    for type_ in READY_DEPENDS_ON:
+        cond = by_type.get(type_)
+        if cond is None or cond.is_true:
+            continue
+        return Condition(
+            type=ConditionType.READY,
+            status=Status.FALSE,
+            reason=cond.reason,
+            message=cond.message,
+            severity="Error",
+        )
+    return _true(ConditionType.READY)

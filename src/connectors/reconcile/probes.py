@@ -1,0 +1,59 @@
+"""Ask a registry whether it is up and whether it accepts the connector's credentials.
+
+Probes never follow redirects (a redirect could carry credentials to another host) and
+report transport failures as text that names the URL but never the credentials.
+"""
+
+from __future__ import annotations
+
+import ssl
+
+import aiohttp
+
+from connectors.api.resources import Connector, ConnectorClass, HTTPProbe
+from connectors.reconcile.evaluate import ProbeOutcome
+from connectors.reconcile.upstream import BasicCredentials
+from connectors.rendering import render
+
+
+def probe_url(connector: Connector, cls: ConnectorClass, probe: HTTPProbe) -> str:
+    """The absolute URL a probe asks: the connector's address plus the rendered path."""
+    variables = {"params": render.effective_params(connector, cls)}
+    path = render.render_string(probe.path, variables, what="probe path")
+    return connector.spec.address.rstrip("/") + "/" + path.lstrip("/")
+
+
+async def run_http_probe(
+    session: aiohttp.ClientSession,
+    url: str,
+    probe: HTTPProbe,
+    *,
+    credentials: BasicCredentials | None,
+    tls: ssl.SSLContext,
+    timeout_seconds: float,
+) -> ProbeOutcome:
+    headers = {h.name: h.value for h in probe.http_headers}
+    if credentials is not None:
+        headers["Authorization"] = credentials.authorization()
+    try:
+        async with session.request(
+            probe.method,
+            url,
+            headers=headers,
+            allow_redirects=False,
+            ssl=tls if url.startswith("https:") else True,
+            timeout=aiohttp.ClientTimeout(total=timeout_seconds),
+        ) as response:
+            return ProbeOutcome(url=url, status=response.status)
+    except TimeoutError:
+        return ProbeOutcome(url=url, error=f"no answer within {timeout_seconds:g}s")
+    except aiohttp.ClientConnectorError as exc:
+        return ProbeOutcome(url=url, error=_describe_connect_error(exc))
+    except aiohttp.ClientError as exc:
+        return ProbeOutcome(url=url, error=exc.__class__.__name__)
+
+
+def _describe_connect_error(exc: aiohttp.ClientConnectorError) -> str:
+    cause = exc.os_error
+    text = cause.strerror if isinstance(cause, OSError) and cause.strerror else str(cause)
+    return f"connection failed ({text})"

@@ -1,0 +1,153 @@
+"""Reconcile one Connector: look up its class and Secret, probe its registry, write status.
+
+Level-triggered and idempotent: each pass reads everything afresh from the snapshot and
+computes the whole status; running it twice changes nothing but probe results. Standalone
+and Kubernetes modes share this code and differ only in where the proxy address comes from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ssl
+
+import aiohttp
+
+from connectors.api import errors
+from connectors.api.conditions import Condition, ConditionType, keep_transition_times
+from connectors.api.resources import (
+    Connector,
+    ConnectorClass,
+    ConnectorStatus,
+    HTTPAddress,
+    Probe,
+    ProxyStatus,
+)
+from connectors.reconcile import evaluate, probes, upstream
+from connectors.reconcile.evaluate import ProbeOutcome
+from connectors.store.base import Snapshot
+
+
+@dataclasses.dataclass(frozen=True)
+class ProxyInfo:
+    """Where clients reach this connector, or why they cannot (yet)."""
+
+    url: str | None
+    audience: str | None = None
+    missing_message: str = "no proxy is serving this connector"
+
+
+@dataclasses.dataclass(frozen=True)
+class ReconcileSettings:
+    probe_timeout_seconds: float = 10.0
+
+
+async def reconcile(
+    connector: Connector,
+    snapshot: Snapshot,
+    *,
+    session: aiohttp.ClientSession,
+    proxy: ProxyInfo,
+    previous: ConnectorStatus | None = None,
+    settings: ReconcileSettings = ReconcileSettings(),
+) -> ConnectorStatus:
+    """The status this connector should have now."""
+    cls = snapshot.classes.get(connector.spec.connector_class_name)
+    conditions: list[Condition] = [
+        evaluate.class_condition(connector.spec.connector_class_name, cls is not None)
+    ]
+    if cls is None:
+        why = "the ConnectorClass is missing"
+        conditions += [
+            evaluate.not_checked(t, why)
+            for t in (
+                ConditionType.SECRET_READY,
+                ConditionType.LIVENESS_READY,
+                ConditionType.AUTH_READY,
+            )
+        ]
+    else:
+        conditions += await _check_registry(connector, cls, snapshot, session, settings)
+    conditions.append(evaluate.proxy_condition(proxy.url, proxy.missing_message))
+    conditions.append(evaluate.ready_condition(tuple(conditions)))
+    kept = keep_transition_times(previous.conditions if previous else (), tuple(conditions))
+    http_address = (
+        HTTPAddress(url=proxy.url, audience=proxy.audience or proxy.url) if proxy.url else None
+    )
+    return ConnectorStatus(
+        conditions=kept,
+        observed_generation=connector.metadata.generation,
+        proxy=ProxyStatus(http_address=http_address) if http_address else None,
+    )
+
+
+async def _check_registry(
+    connector: Connector,
+    cls: ConnectorClass,
+    snapshot: Snapshot,
+    session: aiohttp.ClientSession,
+    settings: ReconcileSettings,
+) -> list[Condition]:
+    credentials = upstream.credentials_for(connector, cls, snapshot)
+    conditions = [evaluate.secret_condition(credentials)]
+    ca = upstream.ca_bundle_for(connector, snapshot)
+    if connector.spec.ca_cert_secret_ref is not None:
+        problem = ca if isinstance(ca, upstream.CredentialsProblem) else None
+        conditions.append(evaluate.ca_condition(problem))
+    tls = upstream.ssl_context(ca if isinstance(ca, bytes) else None)
+
+    liveness = await _probe(
+        connector,
+        cls=cls,
+        probe=cls.spec.liveness_probe,
+        credentials=None,
+        tls=tls,
+        session=session,
+        settings=settings,
+    )
+    conditions.append(evaluate.liveness_condition(liveness))
+    auth_name = connector.spec.auth.name if connector.spec.auth else ""
+    auth_probe = cls.spec.auth_probe(auth_name) if auth_name else None
+    if isinstance(credentials, upstream.CredentialsProblem):
+        conditions.append(evaluate.not_checked(ConditionType.AUTH_READY, "no usable Secret"))
+    elif liveness is not None and not conditions[-1].is_true:
+        conditions.append(
+            evaluate.not_checked(ConditionType.AUTH_READY, "the registry is not reachable")
+        )
+    else:
+        outcome = await _probe(
+            connector,
+            cls=cls,
+            probe=auth_probe,
+            credentials=credentials,
+            tls=tls,
+            session=session,
+            settings=settings,
+        )
+        conditions.append(evaluate.auth_condition(outcome))
+    return conditions
+
+
+async def _probe(
+    connector: Connector,
+    *,
+    cls: ConnectorClass,
+    probe: Probe | None,
+    credentials: upstream.BasicCredentials | None,
+    tls: ssl.SSLContext,
+    session: aiohttp.ClientSession,
+    settings: ReconcileSettings,
+) -> ProbeOutcome | None:
+    if probe is None or probe.http is None:
+        return None
+    try:
+        url = probes.probe_url(connector, cls, probe.http)
+    except errors.TemplateError as exc:
+        return ProbeOutcome(url=connector.spec.address, error=str(exc))
+    return await probes.run_http_probe(
+        session,
+        url,
+        probe.http,
+        credentials=credentials,
+        tls=tls,
+        timeout_seconds=settings.probe_timeout_seconds,
+    )
