@@ -1,0 +1,98 @@
+"""Map between the client's view of a connector and the registry's URLs, both ways.
+
+The client sees one tree under the proxy base (`<scheme>://<host><base_path>`):
+- `/_ext/<name>/...`  an upstream host from spec.addressExtensions (e.g. a CDN for files);
+  credentials are never sent there;
+- `/_origin/...`      the connector's own host outside its address prefix (a registry that
+  links to files elsewhere on the same host);
+- any other path      under spec.address, after the class's path aliases (pypi maps
+  `/simple/` to the registry's simplePath).
+Upstream URLs outside all of these map to nothing and are left for the client to fetch
+itself: the proxy never forwards to a host the connector does not name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from urllib.parse import SplitResult, urlsplit, urlunsplit
+
+EXT_PREFIX = "/_ext/"
+ORIGIN_PREFIX = "/_origin/"
+
+
+@dataclasses.dataclass(frozen=True)
+class Upstream:
+    """Where a client path leads: an absolute URL, and whether credentials may go there."""
+
+    url: str
+    own_host: bool
+
+
+def _origin(parts: SplitResult) -> tuple[str, str]:
+    return parts.scheme.lower(), parts.netloc.lower()
+
+
+@dataclasses.dataclass(frozen=True)
+class LinkMap:
+    address: str
+    extensions: tuple[tuple[str, str], ...] = ()
+    aliases: tuple[tuple[str, str], ...] = ()  # (client segment, upstream segment)
+
+    @property
+    def _address(self) -> SplitResult:
+        return urlsplit(self.address.rstrip("/"))
+
+    def to_upstream(self, rest: str, query: str) -> Upstream | None:
+        """The upstream URL for a client path (below the proxy base), or None if none."""
+        if rest.startswith(EXT_PREFIX):
+            name, _, tail = rest[len(EXT_PREFIX) :].partition("/")
+            target = dict(self.extensions).get(name)
+            if target is None:
+                return None
+            return Upstream(_join(target, "/" + tail, query), own_host=False)
+        address = self._address
+        if rest.startswith(ORIGIN_PREFIX):
+            origin = urlunsplit((address.scheme, address.netloc, "", "", ""))
+            return Upstream(_join(origin, rest[len(ORIGIN_PREFIX) - 1 :], query), own_host=True)
+        return Upstream(_join(self.address, self._alias_out(rest), query), own_host=True)
+
+    def to_client(self, upstream_url: str, client_base: str) -> str | None:
+        """Where the client should fetch `upstream_url` through the proxy, or None."""
+        parts = urlsplit(upstream_url)
+        suffix = urlunsplit(("", "", "", parts.query, parts.fragment))
+        address = self._address
+        if _origin(parts) == _origin(address):
+            prefix = address.path
+            if parts.path == prefix or parts.path.startswith(prefix + "/"):
+                rest = parts.path[len(prefix) :] or "/"
+                return client_base + self._alias_in(rest) + suffix
+            return client_base + ORIGIN_PREFIX.rstrip("/") + parts.path + suffix
+        for name, target in self.extensions:
+            ext = urlsplit(target.rstrip("/"))
+            if _origin(parts) == _origin(ext) and (
+                parts.path == ext.path or parts.path.startswith(ext.path + "/")
+            ):
+                rest = parts.path[len(ext.path) :] or "/"
+                return client_base + EXT_PREFIX + name + rest + suffix
+        return None
+
+    def _alias_out(self, rest: str) -> str:
+        for client, upstream in self.aliases:
+            if rest == f"/{client}" or rest.startswith(f"/{client}/"):
+                return (
+                    "/" + upstream + rest[len(client) + 1 :]
+                    if upstream
+                    else rest[len(client) + 1 :] or "/"
+                )
+        return rest
+
+    def _alias_in(self, rest: str) -> str:
+        for client, upstream in self.aliases:
+            if upstream and (rest == f"/{upstream}" or rest.startswith(f"/{upstream}/")):
+                return f"/{client}" + rest[len(upstream) + 1 :]
+        return rest
+
+
+def _join(base: str, path: str, query: str) -> str:
+    base_parts = urlsplit(base.rstrip("/"))
+    return urlunsplit((base_parts.scheme, base_parts.netloc, base_parts.path + path, query, ""))
