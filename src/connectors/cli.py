@@ -1,0 +1,208 @@
+"""The `connectors` command: argument parsing and printing, nothing else.
+
+Without -n the namespace is `default`. Standalone commands find the running server through
+--config-dir (default ./connectors.d, or $CONNECTORS_CONFIG_DIR) and --state-dir (default
+CONFIG_DIR/.state, or $CONNECTORS_STATE_DIR).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from connectors.api.errors import ConnectorsError
+from connectors.api.resources import DEFAULT_NAMESPACE
+from connectors.auth import tokens
+from connectors.standalone import commands, demo, server, state
+
+
+def _add_place(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config-dir",
+        type=Path,
+        default=None,
+        help="directory of Connector, ConnectorClass and Secret YAML "
+        "(default ./connectors.d or $CONNECTORS_CONFIG_DIR)",
+    )
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help="where keys and status live (default CONFIG_DIR/.state)",
+    )
+
+
+def _add_namespace(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-n", "--namespace", default=DEFAULT_NAMESPACE)
+
+
+def _place(args: argparse.Namespace) -> commands.Place:
+    config_dir = args.config_dir or Path(
+        os.environ.get("CONNECTORS_CONFIG_DIR", state.DEFAULT_CONFIG_DIR)
+    )
+    state_dir = args.state_dir or (
+        Path(os.environ["CONNECTORS_STATE_DIR"])
+        if "CONNECTORS_STATE_DIR" in os.environ
+        else state.default_state_dir(config_dir)
+    )
+    return commands.Place(config_dir=config_dir, state_dir=state_dir)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="connectors",
+        description="Use private package registries without handing workloads the "
+        "registry's credentials.",
+    )
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the standalone server (store, proxy, issuer)")
+    _add_place(serve)
+    serve.add_argument("--listen", default="127.0.0.1:8080", help="HOST:PORT (port 0: any)")
+    serve.add_argument(
+        "--advertise-url", default=None, help="base URL clients use (default http://HOST:PORT)"
+    )
+    serve.add_argument(
+        "--reconcile-interval",
+        type=float,
+        default=30.0,
+        help="seconds between probes of every registry",
+    )
+
+    get = sub.add_parser("get", help="list resources")
+    get.add_argument("resource", choices=["connectors", "connector"])
+    _add_place(get)
+    _add_namespace(get)
+
+    token = sub.add_parser("token", help="print a token for one connector")
+    token.add_argument("name")
+    _add_place(token)
+    _add_namespace(token)
+    token.add_argument("--ttl", default="30m", help="lifetime, e.g. 10m or 1h (default 30m)")
+    token.add_argument(
+        "--read-only", action="store_true", help="a token that can download but not upload"
+    )
+
+    rend = sub.add_parser("render", help="write client configuration files")
+    rend.add_argument("name")
+    rend.add_argument(
+        "-c",
+        "--configuration",
+        action="append",
+        required=True,
+        help="a configuration of the connector's class (pipconf, pypirc, ...)",
+    )
+    rend.add_argument(
+        "-o",
+        "--output-dir",
+        type=Path,
+        default=None,
+        help="write the files here (default: print them)",
+    )
+    rend.add_argument("--ttl", default="30m")
+    _add_place(rend)
+    _add_namespace(rend)
+
+    sub.add_parser("demo", help="the quick start's whole story on this machine")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return _run(args)
+    except ConnectorsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "serve":
+        return _serve(args)
+    if args.command == "demo":
+        return demo.run()
+    place = _place(args)
+    if args.command == "get":
+        document = asyncio.run(commands.current_status(place))
+        sys.stdout.write(commands.connectors_table(document, args.namespace))
+        for problem in document.get("problems", []):
+            print(f"warning: {problem}", file=sys.stderr)
+        return 0
+    if args.command == "token":
+        scopes = (tokens.SCOPE_DOWNLOAD,) if args.read_only else tokens.ALL_SCOPES
+        print(
+            commands.issue_token(
+                place,
+                args.namespace,
+                args.name,
+                ttl_seconds=tokens.parse_duration(args.ttl),
+                scopes=scopes,
+            )
+        )
+        return 0
+    if args.command == "render":
+        files = commands.render_files(
+            place,
+            args.namespace,
+            args.name,
+            args.configuration,
+            ttl_seconds=tokens.parse_duration(args.ttl),
+        )
+        if args.output_dir is None:
+            for filename, content in files.items():
+                sys.stdout.write(f"# {filename}\n{content}")
+        else:
+            for path in commands.write_files(args.output_dir, files):
+                print(path)
+        return 0
+    raise AssertionError(args.command)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    place = _place(args)
+    host, _, port = args.listen.rpartition(":")
+    try:
+        port_number = int(port)
+    except ValueError:
+        raise ConnectorsError(f"--listen {args.listen!r} is not HOST:PORT") from None
+    options = server.ServeOptions(
+        config_dir=place.config_dir,
+        state_dir=place.state_dir,
+        host=host.strip("[]") or "127.0.0.1",
+        port=port_number,
+        advertise_url=args.advertise_url,
+        reconcile_interval_seconds=args.reconcile_interval,
+    )
+    asyncio.run(_serve_until_signalled(options))
+    return 0
+
+
+async def _serve_until_signalled(options: server.ServeOptions) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signum, stop.set)
+    async with server.StandaloneServer(options):
+        await stop.wait()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

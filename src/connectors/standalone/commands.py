@@ -1,0 +1,168 @@
+"""What the standalone CLI commands do, apart from parsing arguments and printing.
+
+Each command finds the running server through the state directory; `get connectors` also
+works with no server running (it probes once itself and says the proxy is not running).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from connectors.api.conditions import ConditionType
+from connectors.api.errors import NotFoundError
+from connectors.api.resources import Connector
+from connectors.auth import tokens
+from connectors.auth.keys import KeyRing
+from connectors.classes.builtin import builtin_classes
+from connectors.reconcile.reconciler import ReconcileSettings
+from connectors.rendering import render
+from connectors.standalone.server import connector_url, reconcile_snapshot
+from connectors.standalone.state import StateDir
+from connectors.standalone.statusboard import StatusBoard
+from connectors.store.base import Snapshot
+from connectors.store.filestore import FileStore
+
+
+@dataclasses.dataclass(frozen=True)
+class Place:
+    """Where a standalone installation keeps its manifests and its state."""
+
+    config_dir: Path
+    state_dir: Path
+
+    @property
+    def state(self) -> StateDir:
+        return StateDir(self.state_dir)
+
+    def snapshot(self) -> Snapshot:
+        return FileStore(self.config_dir, builtin_classes()).snapshot()
+
+    def connector(self, namespace: str, name: str) -> Connector:
+        snapshot = self.snapshot()
+        connector = snapshot.connectors.get((namespace, name))
+        if connector is None:
+            raise NotFoundError(
+                f"connector {name} not found in namespace {namespace} under "
+                f"{self.config_dir}: check the name and -n"
+            )
+        return connector
+
+
+def issue_token(
+    place: Place,
+    namespace: str,
+    name: str,
+    *,
+    ttl_seconds: int,
+    scopes: tuple[str, ...] = tokens.ALL_SCOPES,
+) -> str:
+    connector = place.connector(namespace, name)
+    audience = connector_url(place.state.require_server_url(), namespace, name)
+    return tokens.issue(
+        KeyRing(place.state.keys),
+        audience=audience,
+        subject=f"standalone:{render.username_for(connector)}",
+        ttl_seconds=ttl_seconds,
+        scopes=scopes,
+    )
+
+
+def render_files(
+    place: Place, namespace: str, name: str, configurations: list[str], *, ttl_seconds: int
+) -> dict[str, str]:
+    """Every file of the named configurations, holding a fresh token."""
+    connector = place.connector(namespace, name)
+    snapshot = place.snapshot()
+    cls = snapshot.classes.get(connector.spec.connector_class_name)
+    if cls is None:
+        raise NotFoundError(f"ConnectorClass {connector.spec.connector_class_name} not found")
+    token = issue_token(place, namespace, name, ttl_seconds=ttl_seconds)
+    context = render.RenderContext(
+        proxy_url=connector_url(place.state.require_server_url(), namespace, name), token=token
+    )
+    files: dict[str, str] = {}
+    for configuration in configurations:
+        files.update(render.render_configuration(connector, cls, configuration, context))
+    return files
+
+
+def write_files(directory: Path, files: dict[str, str]) -> list[Path]:
+    """Write files readable by their owner only: each holds a token."""
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for filename, content in files.items():
+        path = directory / filename
+        tmp = path.with_name(f".{filename}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(content)
+        tmp.replace(path)
+        written.append(path)
+    return written
+
+
+async def current_status(place: Place) -> dict[str, Any]:
+    """status.json from the running server, or one fresh pass made here if none runs."""
+    state = place.state
+    if state.server_url() is not None:
+        document = state.read_status()
+        if document is not None:
+            return document
+    snapshot = place.snapshot()
+    board = StatusBoard(state)
+    async with aiohttp.ClientSession() as session:
+        await reconcile_snapshot(
+            snapshot, board, session, state.server_url(), ReconcileSettings(probe_timeout_seconds=5)
+        )
+    return state.read_status() or {"connectors": [], "problems": []}
+
+
+def connectors_table(
+    document: dict[str, Any], namespace: str | None, now: datetime | None = None
+) -> str:
+    """The `NAME CLASS ADDRESS READY REASON AGE` table, as kubectl prints Connectors."""
+    now = now or datetime.now(UTC)
+    rows = [["NAME", "CLASS", "ADDRESS", "READY", "REASON", "AGE"]]
+    for row in document.get("connectors", []):
+        if namespace is not None and row.get("namespace") != namespace:
+            continue
+        ready: dict[str, str] = next(
+            (
+                c
+                for c in row["status"].get("conditions", [])
+                if c.get("type") == ConditionType.READY
+            ),
+            {},
+        )
+        seen = datetime.strptime(row["firstSeen"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        rows.append(
+            [
+                row["name"],
+                row["connectorClassName"],
+                row["address"],
+                ready.get("status", "Unknown"),
+                ready.get("reason", ""),
+                human_age((now - seen).total_seconds()),
+            ]
+        )
+    if len(rows) == 1:
+        where = f" in {namespace} namespace" if namespace else ""
+        return f"No resources found{where}.\n"
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["   ".join(cell.ljust(widths[i]) for i, cell in enumerate(r)).rstrip() for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def human_age(seconds: float) -> str:
+    """Ages as kubectl shows them: 10s, 5m, 3h, 2d."""
+    seconds = max(0, int(seconds))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size * (2 if unit != "m" else 1):
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"

@@ -1,0 +1,187 @@
+"""Standalone mode: FileStore + reconciler + proxy + local token issuer in one process.
+
+The same proxy and reconciler as in a cluster; resources come from a directory of YAML,
+tokens from a local issuer whose keys live in the state directory, and each connector is
+reached at `<server>/namespaces/<namespace>/connectors/<name>/`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from pathlib import Path
+from types import TracebackType
+
+import aiohttp
+from aiohttp import web
+
+from connectors.auth.authenticator import LocalAuthenticator
+from connectors.auth.keys import KeyRing
+from connectors.classes.builtin import builtin_classes
+from connectors.proxy import app as proxy_app
+from connectors.proxy import routing
+from connectors.reconcile.reconciler import ProxyInfo, ReconcileSettings, reconcile
+from connectors.standalone.state import StateDir
+from connectors.standalone.statusboard import StatusBoard
+from connectors.store.base import Snapshot
+from connectors.store.filestore import FileStore
+
+log = logging.getLogger(__name__)
+
+_CONCURRENT_PROBES = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class ServeOptions:
+    config_dir: Path
+    state_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 8080
+    advertise_url: str | None = None
+    reconcile_interval_seconds: float = 30.0
+    reload_interval_seconds: float = 1.0
+    reconcile: ReconcileSettings = ReconcileSettings()
+
+
+def advertised_base(options: ServeOptions, port: int) -> str:
+    if options.advertise_url:
+        return options.advertise_url.rstrip("/")
+    host = options.host if options.host not in ("", "0.0.0.0", "::") else "127.0.0.1"  # noqa: S104
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}:{port}"
+
+
+def connector_url(base: str, namespace: str, name: str) -> str:
+    """The proxy URL (and token audience) of a connector served by a standalone server."""
+    return base + routing.path_form(namespace, name)
+
+
+class StandaloneServer:
+    """Start with `async with StandaloneServer(options) as server:`; `server.url` is set."""
+
+    def __init__(self, options: ServeOptions) -> None:
+        self.options = options
+        self.state = StateDir(options.state_dir)
+        self.keys = KeyRing.open(self.state.keys)
+        self.store = FileStore(options.config_dir, builtin_classes())
+        self.board = StatusBoard(self.state)
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._wake = asyncio.Event()
+        self._reconciled_once = asyncio.Event()
+
+    async def __aenter__(self) -> StandaloneServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        config = proxy_app.ProxyConfig(
+            store=self.store,
+            authenticator=LocalAuthenticator(self.keys),
+            audience_for=lambda ns, name: connector_url(self.url, ns, name),
+            is_ready=self._reconciled_once.is_set,
+        )
+        self._runner = web.AppRunner(proxy_app.make_app(config))
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.options.host, self.options.port)
+        await site.start()
+        port = int(self._runner.addresses[0][1])
+        self.url = advertised_base(self.options, port)
+        self._session = aiohttp.ClientSession()
+        self.state.write_server(self.url)
+        self._tasks = [
+            asyncio.create_task(self._reconcile_loop()),
+            asyncio.create_task(self._watch_loop()),
+        ]
+        log.info("serving connectors from %s at %s", self.options.config_dir, self.url)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.state.clear_server()
+        if self._session is not None:
+            await self._session.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def wait_reconciled(self) -> None:
+        await self._reconciled_once.wait()
+
+    def request_reconcile(self) -> None:
+        self._wake.set()
+
+    async def reconcile_all(self) -> None:
+        snapshot = self.store.snapshot()
+        assert self._session is not None
+        await reconcile_snapshot(
+            snapshot, self.board, self._session, self.url, self.options.reconcile
+        )
+        self._reconciled_once.set()
+
+    async def _reconcile_loop(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                await self.reconcile_all()
+            except Exception:
+                log.exception("a reconcile pass failed; retrying on the next one")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.options.reconcile_interval_seconds)
+
+    async def _watch_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.reload_interval_seconds)
+            if await asyncio.to_thread(self.store.reload):
+                log.info("manifests changed; reconciling")
+                self._wake.set()
+
+
+async def reconcile_snapshot(
+    snapshot: Snapshot,
+    board: StatusBoard,
+    session: aiohttp.ClientSession,
+    base_url: str | None,
+    settings: ReconcileSettings,
+) -> None:
+    """Reconcile every connector in `snapshot` and publish the result to the state dir.
+
+    With `base_url` None (no server running), the proxy condition says so.
+    """
+    limit = asyncio.Semaphore(_CONCURRENT_PROBES)
+
+    async def one(key: tuple[str, str]) -> None:
+        connector = snapshot.connectors[key]
+        url = connector_url(base_url, *key) if base_url else None
+        proxy = ProxyInfo(
+            url=url,
+            missing_message="the standalone server is not running: start `connectors serve`",
+        )
+        async with limit:
+            status = await reconcile(
+                connector,
+                snapshot,
+                session=session,
+                proxy=proxy,
+                previous=board.statuses.get(key),
+                settings=settings,
+            )
+        board.record(connector, status)
+
+    await asyncio.gather(*(one(key) for key in snapshot.connectors))
+    board.forget_missing(snapshot)
+    board.publish(snapshot)

@@ -1,0 +1,98 @@
+"""The standalone server's state directory: signing keys, its address, connector status.
+
+Commands such as `connectors token` and `connectors get connectors` run as separate
+processes; they find the running server through these files. Every file is written
+atomically (write, then rename), so a reader never sees half of one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from connectors.api.errors import StateError
+
+DEFAULT_CONFIG_DIR = Path("connectors.d")
+STATE_DIR_NAME = ".state"
+
+
+def default_state_dir(config_dir: Path) -> Path:
+    return config_dir / STATE_DIR_NAME
+
+
+@dataclasses.dataclass(frozen=True)
+class StateDir:
+    root: Path
+
+    @property
+    def keys(self) -> Path:
+        return self.root / "keys"
+
+    @property
+    def server_file(self) -> Path:
+        return self.root / "server.json"
+
+    @property
+    def status_file(self) -> Path:
+        return self.root / "status.json"
+
+    def write_server(self, url: str) -> None:
+        write_json(self.server_file, {"url": url, "pid": os.getpid()})
+
+    def clear_server(self) -> None:
+        self.server_file.unlink(missing_ok=True)
+
+    def server_url(self) -> str | None:
+        """The running server's base URL, or None when no server is running."""
+        data = read_json(self.server_file)
+        if not isinstance(data, dict) or not isinstance(data.get("url"), str):
+            return None
+        pid = data.get("pid")
+        if isinstance(pid, int) and not _alive(pid):
+            return None
+        return str(data["url"])
+
+    def require_server_url(self) -> str:
+        url = self.server_url()
+        if url is None:
+            raise StateError(
+                f"no standalone server is running for state directory {self.root}: "
+                "start `connectors serve` with the same --config-dir/--state-dir"
+            )
+        return url
+
+    def write_status(self, document: dict[str, Any]) -> None:
+        write_json(self.status_file, document)
+
+    def read_status(self) -> dict[str, Any] | None:
+        data = read_json(self.status_file)
+        return data if isinstance(data, dict) else None
+
+
+def write_json(path: Path, document: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(document, indent=1, sort_keys=True), encoding="utf-8")
+    tmp.replace(path)
+
+
+def read_json(path: Path) -> object:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise StateError(f"cannot read {path}: {exc.__class__.__name__}") from exc
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
