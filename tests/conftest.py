@@ -1,0 +1,55 @@
+"""Shared fixtures: real registries and a real `connectors serve`, each on a free port.
+
+Tests that need something this machine lacks skip with a printed reason, except under
+CONNECTORS_REQUIRE_ALL=1 (CI), where a missing peer fails the test instead.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from connectors.standalone import localregistry
+from connectors.standalone.localregistry import LocalRegistry
+from tests.support.devpi import devpi_server
+from tests.support.standalone import Standalone
+
+REQUIRE_ALL = os.environ.get("CONNECTORS_REQUIRE_ALL") == "1"
+
+
+def require(available: bool, reason: str) -> None:
+    """Skip (locally) or fail (in CI) when a peer the test needs is missing."""
+    if available:
+        return
+    if REQUIRE_ALL:
+        pytest.fail(f"CONNECTORS_REQUIRE_ALL=1 but {reason}")
+    print(f"\nskipping: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def pypi_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRegistry]:
+    with localregistry.pypiserver(tmp_path_factory.mktemp("pypiserver")) as registry:
+        yield registry
+
+
+@pytest.fixture(scope="module")
+def devpi_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRegistry]:
+    with devpi_server(tmp_path_factory.mktemp("devpi")) as registry:
+        yield registry
+
+
+@pytest.fixture(scope="module")
+def standalone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Standalone]:
+    server = Standalone(tmp_path_factory.mktemp("standalone"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    return tmp_path

@@ -1,0 +1,136 @@
+"""Run `connectors serve` as a real process and drive it as a user would.
+
+Tokens and rendered files come from the same functions the `token` and `render` commands
+call; status comes from the state directory that `get connectors` reads.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from connectors.auth import tokens
+from connectors.standalone import commands
+from connectors.standalone.server import connector_url
+
+CONNECTORS = str(Path(sys.executable).parent / "connectors")
+
+
+def connector_manifest(name: str, address: str, *, secret: str | None = "registry-secret",
+                       class_name: str = "pypi", params: dict[str, str] | None = None,
+                       extensions: dict[str, str] | None = None) -> str:
+    spec: dict[str, Any] = {"connectorClassName": class_name, "address": address}
+    if secret is not None:
+        spec["auth"] = {"name": "basicAuth", "secretRef": {"name": secret}}
+    if params:
+        spec["params"] = [{"name": k, "value": v} for k, v in params.items()]
+    if extensions:
+        spec["addressExtensions"] = [{"name": k, "value": v} for k, v in extensions.items()]
+    document = {"apiVersion": "connectors.alauda.io/v1alpha1", "kind": "Connector",
+                "metadata": {"name": name}, "spec": spec}
+    return json.dumps(document)  # JSON is YAML, and leaves no doubt about quoting
+
+
+def secret_manifest(name: str, username: str, password: str) -> str:
+    return json.dumps({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
+                       "type": "kubernetes.io/basic-auth",
+                       "stringData": {"username": username, "password": password}})
+
+
+class Standalone:
+    """One `connectors serve` process with its own config and state directories."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.config_dir = workdir / "connectors.d"
+        self.state_dir = workdir / "state"
+        self.log_file = workdir / "serve.log"
+        self.config_dir.mkdir(parents=True, exist_ok=True)
+        self.place = commands.Place(config_dir=self.config_dir, state_dir=self.state_dir)
+        self.process: subprocess.Popen[bytes] | None = None
+        self.url = ""
+
+    def write(self, namespace: str, filename: str, *documents: str) -> Path:
+        directory = self.config_dir / namespace
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / filename
+        path.write_text("\n---\n".join(documents) + "\n")
+        return path
+
+    def start(self, *extra: str) -> None:
+        with self.log_file.open("ab") as log:
+            self.process = subprocess.Popen(
+                [CONNECTORS, "serve", "--config-dir", str(self.config_dir), "--state-dir",
+                 str(self.state_dir), "--listen", "127.0.0.1:0", "--reconcile-interval", "1",
+                 *extra],
+                stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            url = self.place.state.server_url()
+            if url is not None:
+                self.url = url
+                return
+            if self.process.poll() is not None:
+                raise RuntimeError(f"connectors serve exited: {self.log_file.read_text()}")
+            time.sleep(0.05)
+        raise RuntimeError("connectors serve did not start within 30s")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=15)
+            self.process = None
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def connector_url(self, namespace: str, name: str) -> str:
+        return connector_url(self.url, namespace, name)
+
+    def token(self, namespace: str, name: str, *, ttl_seconds: int = 1800,
+              read_only: bool = False) -> str:
+        scopes = (tokens.SCOPE_DOWNLOAD,) if read_only else tokens.ALL_SCOPES
+        return commands.issue_token(self.place, namespace, name, ttl_seconds=ttl_seconds,
+                                    scopes=scopes)
+
+    def render(self, namespace: str, name: str, *configurations: str,
+               into: Path | None = None) -> dict[str, str]:
+        files = commands.render_files(self.place, namespace, name, list(configurations),
+                                      ttl_seconds=1800)
+        if into is not None:
+            commands.write_files(into, files)
+        return files
+
+    def status_row(self, namespace: str, name: str) -> dict[str, Any] | None:
+        document = self.place.state.read_status() or {}
+        return next((r for r in document.get("connectors", [])
+                     if (r["namespace"], r["name"]) == (namespace, name)), None)
+
+    def ready(self, namespace: str, name: str) -> dict[str, str]:
+        row = self.status_row(namespace, name)
+        conditions = row["status"]["conditions"] if row else []
+        return next((c for c in conditions if c["type"] == "Ready"), {})
+
+    def wait_ready(self, namespace: str, name: str, *, status: str = "True",
+                   reason: str = "", timeout: float = 30) -> dict[str, str]:
+        """Wait until Ready has `status` (and `reason`, when given); return the condition."""
+        deadline = time.monotonic() + timeout
+        ready: dict[str, str] = {}
+        while time.monotonic() < deadline:
+            ready = self.ready(namespace, name)
+            if ready.get("status") == status and (not reason or ready.get("reason") == reason):
+                return ready
+            time.sleep(0.1)
+        raise AssertionError(f"{namespace}/{name} Ready stayed {ready}, wanted {status} {reason}")
+
+    def get_connectors(self, namespace: str) -> str:
+        return subprocess.run(
+            [CONNECTORS, "get", "connectors", "-n", namespace, "--config-dir",
+             str(self.config_dir), "--state-dir", str(self.state_dir)],
+            check=True, capture_output=True, text=True).stdout
