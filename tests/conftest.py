@@ -48,6 +48,9 @@ def standalone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Standalone]
     server.start()
     yield server
     server.stop()
+    # Every module ends with a scan of all a client or operator saw during it.
+    leaked = server.leaked_places()
+    assert not leaked, f"a registry password reached: {leaked}"
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 from connectors.auth import tokens
 from connectors.auth.keys import KeyRing
 from connectors.standalone.localregistry import LocalRegistry, free_port
-from tests.support import http
+from tests.support import wire
 from tests.support.standalone import Standalone, connector_manifest, secret_manifest
 
 NS = "refusals"
@@ -18,42 +18,49 @@ NS = "refusals"
 
 @pytest.fixture(scope="module")
 def good(standalone: Standalone, pypi_registry: LocalRegistry) -> str:
-    standalone.write(NS, "good.yaml",
-                     secret_manifest("registry-secret", pypi_registry.username,
-                                     pypi_registry.password),
-                     connector_manifest("good", pypi_registry.url),
-                     connector_manifest("other", pypi_registry.url))
+    standalone.write(
+        NS,
+        "good.yaml",
+        secret_manifest("registry-secret", pypi_registry.username, pypi_registry.password),
+        connector_manifest("good", pypi_registry.url),
+        connector_manifest("other", pypi_registry.url),
+    )
     standalone.wait_ready(NS, "good")
     standalone.wait_ready(NS, "other")
     return standalone.connector_url(NS, "good") + "/simple/"
 
 
-def assert_challenge(reply: http.Reply) -> None:
+def assert_challenge(reply: wire.Reply) -> None:
     assert reply.status == 401
     assert reply.header("WWW-Authenticate") == 'Basic realm="connectors"'
 
 
 def test_no_token_is_401_with_a_basic_challenge(good: str):
-    assert_challenge(http.request("GET", good))
+    assert_challenge(wire.request("GET", good))
 
 
 def test_garbage_token_is_401(good: str):
-    assert_challenge(http.request("GET", good, headers=http.basic("not-a-token")))
-    assert_challenge(http.request("GET", good, headers={"Authorization": "Basic %%%"}))
-    assert_challenge(http.request("GET", good, headers={"Authorization": "Negotiate abc"}))
+    assert_challenge(wire.request("GET", good, headers=wire.basic("not-a-token")))
+    assert_challenge(wire.request("GET", good, headers={"Authorization": "Basic %%%"}))
+    assert_challenge(wire.request("GET", good, headers={"Authorization": "Negotiate abc"}))
 
 
 def test_expired_token_is_401_and_says_so(standalone: Standalone, good: str):
     ring = KeyRing(standalone.place.state.keys)
-    expired = tokens.issue(ring, audience=standalone.connector_url(NS, "good"),
-                           subject="test", ttl_seconds=60, now=time.time() - 3600)
-    reply = http.request("GET", good, headers=http.basic(expired))
+    expired = tokens.issue(
+        ring,
+        audience=standalone.connector_url(NS, "good"),
+        subject="test",
+        ttl_seconds=60,
+        now=time.time() - 3600,
+    )
+    reply = wire.request("GET", good, headers=wire.basic(expired))
     assert_challenge(reply)
     assert b"expired" in reply.body
 
 
 def test_another_connectors_token_is_401(standalone: Standalone, good: str):
-    reply = http.request("GET", good, headers=http.basic(standalone.token(NS, "other")))
+    reply = wire.request("GET", good, headers=wire.basic(standalone.token(NS, "other")))
     assert_challenge(reply)
     assert b"different connector" in reply.body
 
@@ -61,82 +68,103 @@ def test_another_connectors_token_is_401(standalone: Standalone, good: str):
 def test_token_signed_by_another_issuer_is_401(good: str, tmp_path):
     foreign = KeyRing.open(tmp_path / "keys")
     forged = tokens.issue(foreign, audience=good.removesuffix("/simple/"), subject="x")
-    assert_challenge(http.request("GET", good, headers=http.basic(forged)))
+    assert_challenge(wire.request("GET", good, headers=wire.basic(forged)))
 
 
 def test_unknown_connector_is_404(standalone: Standalone):
-    reply = http.request("GET", standalone.connector_url(NS, "nope") + "/simple/")
+    reply = wire.request("GET", standalone.connector_url(NS, "nope") + "/simple/")
     assert reply.status == 404
     assert b"connector refusals/nope not found" in reply.body
 
 
-def test_registry_down_is_502_and_connection_failed(standalone: Standalone,
-                                                   pypi_registry: LocalRegistry):
+def test_registry_down_is_502_and_connection_failed(
+    standalone: Standalone, pypi_registry: LocalRegistry
+):
     dead = f"http://127.0.0.1:{free_port()}"
     standalone.write(NS, "down.yaml", connector_manifest("down", dead))
     ready = standalone.wait_ready(NS, "down", status="False", reason="ConnectionFailed")
     assert dead in ready["message"]
-    reply = http.request("GET", standalone.connector_url(NS, "down") + "/simple/",
-                         headers=http.basic(standalone.token(NS, "down")))
+    reply = wire.request(
+        "GET",
+        standalone.connector_url(NS, "down") + "/simple/",
+        headers=wire.basic(standalone.token(NS, "down")),
+    )
     assert reply.status == 502
     assert b"cannot reach the registry of connector refusals/down" in reply.body
 
 
 def test_wrong_password_is_authentication_failed_until_the_secret_is_fixed(
-        standalone: Standalone, pypi_registry: LocalRegistry):
-    standalone.write(NS, "wrongpw.yaml",
-                     secret_manifest("wrong-secret", pypi_registry.username, "not-it"),
-                     connector_manifest("wrongpw", pypi_registry.url, secret="wrong-secret"))
+    standalone: Standalone, pypi_registry: LocalRegistry
+):
+    standalone.write(
+        NS,
+        "wrongpw.yaml",
+        secret_manifest("wrong-secret", pypi_registry.username, "not-it"),
+        connector_manifest("wrongpw", pypi_registry.url, secret="wrong-secret"),
+    )
     standalone.wait_ready(NS, "wrongpw", status="False", reason="AuthenticationFailed")
     url = standalone.connector_url(NS, "wrongpw") + "/simple/"
-    reply = http.request("GET", url, headers=http.basic(standalone.token(NS, "wrongpw")))
+    reply = wire.request("GET", url, headers=wire.basic(standalone.token(NS, "wrongpw")))
     # pypiserver refuses a wrong password with 403, which passes through as the registry's
     # decision; an upstream 401 would become 502. Either way no challenge reaches the
     # client, whose own token was fine.
     assert reply.status == 403
     assert reply.header("WWW-Authenticate") is None
-    standalone.write(NS, "wrongpw.yaml",
-                     secret_manifest("wrong-secret", pypi_registry.username,
-                                     pypi_registry.password),
-                     connector_manifest("wrongpw", pypi_registry.url, secret="wrong-secret"))
+    standalone.write(
+        NS,
+        "wrongpw.yaml",
+        secret_manifest("wrong-secret", pypi_registry.username, pypi_registry.password),
+        connector_manifest("wrongpw", pypi_registry.url, secret="wrong-secret"),
+    )
     standalone.wait_ready(NS, "wrongpw")
-    reply = http.request("GET", url, headers=http.basic(standalone.token(NS, "wrongpw")))
+    reply = wire.request("GET", url, headers=wire.basic(standalone.token(NS, "wrongpw")))
     assert reply.status == 200
 
 
-def test_missing_secret_is_secret_not_found_and_503(standalone: Standalone,
-                                                   pypi_registry: LocalRegistry):
-    standalone.write(NS, "nosecret.yaml",
-                     connector_manifest("nosecret", pypi_registry.url, secret="absent"))
+def test_missing_secret_is_secret_not_found_and_503(
+    standalone: Standalone, pypi_registry: LocalRegistry
+):
+    standalone.write(
+        NS, "nosecret.yaml", connector_manifest("nosecret", pypi_registry.url, secret="absent")
+    )
     ready = standalone.wait_ready(NS, "nosecret", status="False", reason="SecretNotFound")
     assert "Secret absent not found in namespace refusals" in ready["message"]
-    reply = http.request("GET", standalone.connector_url(NS, "nosecret") + "/simple/",
-                         headers=http.basic(standalone.token(NS, "nosecret")))
+    reply = wire.request(
+        "GET",
+        standalone.connector_url(NS, "nosecret") + "/simple/",
+        headers=wire.basic(standalone.token(NS, "nosecret")),
+    )
     assert reply.status == 503
 
 
-def test_unknown_class_is_connector_class_not_found(standalone: Standalone,
-                                                   pypi_registry: LocalRegistry):
-    standalone.write(NS, "noclass.yaml",
-                     connector_manifest("noclass", pypi_registry.url, class_name="maven9"))
-    ready = standalone.wait_ready(NS, "noclass", status="False",
-                                  reason="ConnectorClassNotFound")
+def test_unknown_class_is_connector_class_not_found(
+    standalone: Standalone, pypi_registry: LocalRegistry
+):
+    standalone.write(
+        NS, "noclass.yaml", connector_manifest("noclass", pypi_registry.url, class_name="maven9")
+    )
+    ready = standalone.wait_ready(NS, "noclass", status="False", reason="ConnectorClassNotFound")
     assert "maven9" in ready["message"]
 
 
 def test_malformed_file_is_reported_while_valid_connectors_keep_serving(
-        standalone: Standalone, good: str):
-    broken = standalone.write(NS, "broken.yaml",
-                              'apiVersion: connectors.alauda.io/v1alpha1\nkind: Connector\n'
-                              'metadata: {name: broken}\nspec: {address: 42}\n')
+    standalone: Standalone, good: str
+):
+    broken = standalone.write(
+        NS,
+        "broken.yaml",
+        "apiVersion: connectors.alauda.io/v1alpha1\nkind: Connector\n"
+        "metadata: {name: broken}\nspec: {address: 42}\n",
+    )
     deadline = time.monotonic() + 15
     problems: list[str] = []
     while time.monotonic() < deadline and not problems:
         problems = (standalone.place.state.read_status() or {}).get("problems", [])
         time.sleep(0.1)
-    assert any(str(broken) in p and "document 1" in p and "spec.connectorClassName" in p
-               for p in problems), problems
-    reply = http.request("GET", good, headers=http.basic(standalone.token(NS, "good")))
+    assert any(
+        str(broken) in p and "document 1" in p and "spec.connectorClassName" in p for p in problems
+    ), problems
+    reply = wire.request("GET", good, headers=wire.basic(standalone.token(NS, "good")))
     assert reply.status == 200
     assert str(broken) in standalone.log_file.read_text()
 

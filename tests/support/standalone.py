@@ -16,13 +16,20 @@ from typing import Any
 from connectors.auth import tokens
 from connectors.standalone import commands
 from connectors.standalone.server import connector_url
+from tests.support import leaks
 
 CONNECTORS = str(Path(sys.executable).parent / "connectors")
 
 
-def connector_manifest(name: str, address: str, *, secret: str | None = "registry-secret",
-                       class_name: str = "pypi", params: dict[str, str] | None = None,
-                       extensions: dict[str, str] | None = None) -> str:
+def connector_manifest(
+    name: str,
+    address: str,
+    *,
+    secret: str | None = "registry-secret",
+    class_name: str = "pypi",
+    params: dict[str, str] | None = None,
+    extensions: dict[str, str] | None = None,
+) -> str:
     spec: dict[str, Any] = {"connectorClassName": class_name, "address": address}
     if secret is not None:
         spec["auth"] = {"name": "basicAuth", "secretRef": {"name": secret}}
@@ -30,15 +37,25 @@ def connector_manifest(name: str, address: str, *, secret: str | None = "registr
         spec["params"] = [{"name": k, "value": v} for k, v in params.items()]
     if extensions:
         spec["addressExtensions"] = [{"name": k, "value": v} for k, v in extensions.items()]
-    document = {"apiVersion": "connectors.alauda.io/v1alpha1", "kind": "Connector",
-                "metadata": {"name": name}, "spec": spec}
+    document = {
+        "apiVersion": "connectors.alauda.io/v1alpha1",
+        "kind": "Connector",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
     return json.dumps(document)  # JSON is YAML, and leaves no doubt about quoting
 
 
 def secret_manifest(name: str, username: str, password: str) -> str:
-    return json.dumps({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
-                       "type": "kubernetes.io/basic-auth",
-                       "stringData": {"username": username, "password": password}})
+    return json.dumps(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name},
+            "type": "kubernetes.io/basic-auth",
+            "stringData": {"username": username, "password": password},
+        }
+    )
 
 
 class Standalone:
@@ -64,10 +81,22 @@ class Standalone:
     def start(self, *extra: str) -> None:
         with self.log_file.open("ab") as log:
             self.process = subprocess.Popen(
-                [CONNECTORS, "serve", "--config-dir", str(self.config_dir), "--state-dir",
-                 str(self.state_dir), "--listen", "127.0.0.1:0", "--reconcile-interval", "1",
-                 *extra],
-                stdout=log, stderr=subprocess.STDOUT)
+                [
+                    CONNECTORS,
+                    "serve",
+                    "--config-dir",
+                    str(self.config_dir),
+                    "--state-dir",
+                    str(self.state_dir),
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--reconcile-interval",
+                    "1",
+                    *extra,
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             url = self.place.state.server_url()
@@ -93,32 +122,51 @@ class Standalone:
     def connector_url(self, namespace: str, name: str) -> str:
         return connector_url(self.url, namespace, name)
 
-    def token(self, namespace: str, name: str, *, ttl_seconds: int = 1800,
-              read_only: bool = False) -> str:
+    def token(
+        self, namespace: str, name: str, *, ttl_seconds: int = 1800, read_only: bool = False
+    ) -> str:
         scopes = (tokens.SCOPE_DOWNLOAD,) if read_only else tokens.ALL_SCOPES
-        return commands.issue_token(self.place, namespace, name, ttl_seconds=ttl_seconds,
-                                    scopes=scopes)
+        return commands.issue_token(
+            self.place, namespace, name, ttl_seconds=ttl_seconds, scopes=scopes
+        )
 
-    def render(self, namespace: str, name: str, *configurations: str,
-               into: Path | None = None) -> dict[str, str]:
-        files = commands.render_files(self.place, namespace, name, list(configurations),
-                                      ttl_seconds=1800)
+    def render(
+        self, namespace: str, name: str, *configurations: str, into: Path | None = None
+    ) -> dict[str, str]:
+        files = commands.render_files(
+            self.place, namespace, name, list(configurations), ttl_seconds=1800
+        )
+        for filename, content in files.items():
+            leaks.record(f"rendered {filename}", content)
         if into is not None:
             commands.write_files(into, files)
         return files
 
     def status_row(self, namespace: str, name: str) -> dict[str, Any] | None:
         document = self.place.state.read_status() or {}
-        return next((r for r in document.get("connectors", [])
-                     if (r["namespace"], r["name"]) == (namespace, name)), None)
+        return next(
+            (
+                r
+                for r in document.get("connectors", [])
+                if (r["namespace"], r["name"]) == (namespace, name)
+            ),
+            None,
+        )
 
     def ready(self, namespace: str, name: str) -> dict[str, str]:
         row = self.status_row(namespace, name)
         conditions = row["status"]["conditions"] if row else []
         return next((c for c in conditions if c["type"] == "Ready"), {})
 
-    def wait_ready(self, namespace: str, name: str, *, status: str = "True",
-                   reason: str = "", timeout: float = 30) -> dict[str, str]:
+    def wait_ready(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        status: str = "True",
+        reason: str = "",
+        timeout: float = 30,
+    ) -> dict[str, str]:
         """Wait until Ready has `status` (and `reason`, when given); return the condition."""
         deadline = time.monotonic() + timeout
         ready: dict[str, str] = {}
@@ -130,7 +178,28 @@ class Standalone:
         raise AssertionError(f"{namespace}/{name} Ready stayed {ready}, wanted {status} {reason}")
 
     def get_connectors(self, namespace: str) -> str:
-        return subprocess.run(
-            [CONNECTORS, "get", "connectors", "-n", namespace, "--config-dir",
-             str(self.config_dir), "--state-dir", str(self.state_dir)],
-            check=True, capture_output=True, text=True).stdout
+        result = subprocess.run(
+            [
+                CONNECTORS,
+                "get",
+                "connectors",
+                "-n",
+                namespace,
+                "--config-dir",
+                str(self.config_dir),
+                "--state-dir",
+                str(self.state_dir),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        leaks.record("connectors get connectors", result.stdout + result.stderr)
+        return result.stdout
+
+    def leaked_places(self) -> list[str]:
+        """Where any Secret password of this server showed up in what users could see."""
+        places = [*leaks.SEEN, ("serve log", self.log_file.read_bytes())]
+        if self.place.state.status_file.exists():
+            places.append(("status.json", self.place.state.status_file.read_bytes()))
+        return leaks.find_leaks(leaks.secrets_under(self.config_dir), places)

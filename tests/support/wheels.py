@@ -26,7 +26,7 @@ def make_wheel(directory: Path, name: str, version: str, *, payload: bytes = b""
         f"{module}/__init__.py": f'VERSION = "{version}"\n'.encode(),
         f"{dist_info}/METADATA": metadata_text(name, version).encode(),
         f"{dist_info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\n"
-                              b"Tag: py3-none-any\n",
+        b"Tag: py3-none-any\n",
     }
     if payload:
         files[f"{module}/payload.bin"] = payload

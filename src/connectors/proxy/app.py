@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from connectors.api.errors import AuthUnavailable, PermissionDenied, TokenError
 from connectors.auth import credentials
@@ -47,7 +48,9 @@ SESSION = web.AppKey("session", aiohttp.ClientSession)
 
 
 def make_app(config: ProxyConfig) -> web.Application:
-    app = web.Application(handler_args={"max_field_size": 16 * 1024})
+    app = web.Application(
+        handler_args={"max_field_size": 16 * 1024}, middlewares=[refuse_unsafe_requests]
+    )
     app[CONFIG] = config
     app[TARGETS] = TargetCache(config.store)
     app.cleanup_ctx.append(_upstream_session)
@@ -64,12 +67,18 @@ async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
-async def handle(request: web.Request) -> web.StreamResponse:
+@web.middleware
+async def refuse_unsafe_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Checked for every request, before routing has any say (CONNECT never routes)."""
     if request.method in _REFUSED_METHODS:
         return forwarding.error_response(405, f"{request.method} is not supported")
     reason = safety.unsafe_target_reason(request.raw_path)
     if reason is not None:
         return forwarding.error_response(400, f"refused request target: {reason}")
+    return await handler(request)
+
+
+async def handle(request: web.Request) -> web.StreamResponse:
     path, _, query = request.raw_path.partition("?")
     found = routing.route(request.host, path)
     if found is None:

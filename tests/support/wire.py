@@ -8,6 +8,8 @@ import dataclasses
 import http.client
 from urllib.parse import urlsplit
 
+from tests.support import leaks
+
 
 @dataclasses.dataclass(frozen=True)
 class Reply:
@@ -24,15 +26,24 @@ def basic(token: str, username: str = "anyone") -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(f"{username}:{token}".encode()).decode()}
 
 
-def request(method: str, url: str, *, headers: dict[str, str] | None = None,
-            body: bytes | None = None, target: str | None = None,
-            timeout: float = 30) -> Reply:
+def request(
+    method: str,
+    url: str,
+    *,
+    headers: dict[str, str] | None = None,
+    body: bytes | None = None,
+    target: str | None = None,
+    timeout: float = 30,
+) -> Reply:
     """Send one request to url; `target` overrides the request-target sent on the wire."""
     parts = urlsplit(url)
     connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
     try:
-        path = target if target is not None else (parts.path or "/") + (
-            f"?{parts.query}" if parts.query else "")
+        path = (
+            target
+            if target is not None
+            else (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        )
         connection.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
         sent = {"Host": parts.netloc, **(headers or {})}
         if body is not None:
@@ -42,6 +53,8 @@ def request(method: str, url: str, *, headers: dict[str, str] | None = None,
         connection.endheaders(body)
         response = connection.getresponse()
         data = response.read()
-        return Reply(response.status, response.reason, dict(response.getheaders()), data)
+        reply = Reply(response.status, response.reason, dict(response.getheaders()), data)
+        leaks.record(f"reply to {method} {path}", repr(reply.headers).encode() + data)
+        return reply
     finally:
         connection.close()

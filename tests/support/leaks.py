@@ -1,0 +1,37 @@
+"""Everything a client or operator saw during the tests, and a scan of it for credentials.
+
+Replies (headers and bodies), client output (pip, twine, uv) and rendered files are
+recorded as tests make them; at the end of each test module, the server's log, its status
+file and everything recorded are searched for every password in the module's Secrets,
+plain or as the HTTP Basic value that would carry it.
+"""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+from connectors.store.filestore import load_directory
+
+SEEN: list[tuple[str, bytes]] = []
+
+
+def record(where: str, data: bytes | str) -> None:
+    SEEN.append((where, data.encode() if isinstance(data, str) else data))
+
+
+def secrets_under(config_dir: Path) -> list[bytes]:
+    """Each Secret password in config_dir, and its username:password Basic encoding."""
+    needles = []
+    for secret in load_directory(config_dir).secrets.values():
+        password = secret.data.get("password")
+        if not password:
+            continue
+        needles.append(password)
+        pair = secret.data.get("username", b"") + b":" + password
+        needles.append(base64.b64encode(pair))
+    return needles
+
+
+def find_leaks(needles: list[bytes], places: list[tuple[str, bytes]]) -> list[str]:
+    return sorted({where for where, data in places for needle in needles if needle in data})
