@@ -199,7 +199,9 @@ class Standalone:
 
     def leaked_places(self) -> list[str]:
         """Where any Secret password of this server showed up in what users could see."""
-        places = [*leaks.SEEN, ("serve log", self.log_file.read_bytes())]
+        places = list(leaks.SEEN)
+        if self.log_file.exists():
+            places.append(("serve log", self.log_file.read_bytes()))
         if self.place.state.status_file.exists():
             places.append(("status.json", self.place.state.status_file.read_bytes()))
         return leaks.find_leaks(leaks.secrets_under(self.config_dir), places)

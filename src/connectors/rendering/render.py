@@ -19,6 +19,8 @@ from connectors.api.errors import NotFoundError, TemplateError
 from connectors.api.resources import Configuration, Connector, ConnectorClass
 
 _ENVIRONMENT = sandbox.ImmutableSandboxedEnvironment(
+    # An empty loader: `{% include %}` and `{% import %}` find nothing rather than a file.
+    loader=jinja2.DictLoader({}),
     undefined=jinja2.StrictUndefined,
     autoescape=False,
     keep_trailing_newline=True,
@@ -72,6 +74,10 @@ def render_string(template: str, variables: dict[str, Any], *, what: str) -> str
         return _ENVIRONMENT.from_string(template).render(variables)
     except jinja2.TemplateError as exc:
         raise TemplateError(f"{what}: {exc.__class__.__name__}: {exc.message}") from None
+    except Exception as exc:
+        # A template can fail in plain Python too (`{{ 1/0 }}`); its message could quote a
+        # value, so only the kind of failure is reported.
+        raise TemplateError(f"{what}: {exc.__class__.__name__} while rendering") from None
 
 
 def render_configuration(

@@ -192,7 +192,7 @@ async def _run(argv: list[str], env: dict[str, str] | None = None) -> str:
         *argv,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
-        env={**os.environ, **(env or {})},
+        env={**client_environment(), **(env or {})},
     )
     output, _ = await process.communicate()
     text = output.decode(errors="replace")

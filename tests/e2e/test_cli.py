@@ -1,0 +1,110 @@
+"""The command-line contract of DESIGN.md, run as a user runs it."""
+
+from __future__ import annotations
+
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from connectors.standalone.localregistry import LocalRegistry
+from tests.support import wire
+from tests.support.standalone import CONNECTORS, Standalone, connector_manifest, secret_manifest
+
+
+def cli(*args: str, place: Standalone) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            CONNECTORS,
+            *args,
+            "--config-dir",
+            str(place.config_dir),
+            "--state-dir",
+            str(place.state_dir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def served(standalone: Standalone, pypi_registry: LocalRegistry) -> Standalone:
+    standalone.write(
+        "default",
+        "c.yaml",
+        secret_manifest("registry-secret", pypi_registry.username, pypi_registry.password),
+        connector_manifest("mirror", pypi_registry.url),
+    )
+    standalone.wait_ready("default", "mirror")
+    return standalone
+
+
+def test_token_command_prints_a_token_the_proxy_accepts(served: Standalone):
+    result = cli("token", "mirror", "--ttl", "10m", place=served)
+    assert result.returncode == 0, result.stderr
+    token = result.stdout.strip()
+    reply = wire.request(
+        "GET", served.connector_url("default", "mirror") + "/simple/", headers=wire.basic(token)
+    )
+    assert reply.status == 200
+
+
+def test_token_lifetime_outside_the_bounds_is_refused_clearly(served: Standalone):
+    result = cli("token", "mirror", "--ttl", "48h", place=served)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: token lifetime 172800s is outside")
+    assert "Traceback" not in result.stderr
+
+
+def test_render_writes_owner_only_files(served: Standalone, tmp_path: Path):
+    result = cli(
+        "render", "mirror", "-c", "pipconf", "-c", "pypirc", "-o", str(tmp_path), place=served
+    )
+    assert result.returncode == 0, result.stderr
+    written = sorted(Path(p).name for p in result.stdout.split())
+    assert written == [".pypirc", "pip.conf"]
+    for name in written:
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600
+
+
+def test_render_of_an_unknown_configuration_names_the_known_ones(served: Standalone):
+    result = cli("render", "mirror", "-c", "gradle", place=served)
+    assert result.returncode == 1
+    assert "has no configuration 'gradle' (it has: pipconf, pypirc, uvtoml, netrc)" in result.stderr
+
+
+def test_unknown_connector_is_a_clear_error(served: Standalone):
+    result = cli("token", "ghost", "-n", "default", place=served)
+    assert result.returncode == 1
+    assert "connector ghost not found in namespace default" in result.stderr
+
+
+def test_get_without_a_running_server_probes_and_says_the_proxy_is_down(
+    pypi_registry: LocalRegistry, tmp_path: Path
+):
+    idle = Standalone(tmp_path)
+    idle.write(
+        "default",
+        "c.yaml",
+        secret_manifest("registry-secret", pypi_registry.username, pypi_registry.password),
+        connector_manifest("idle", pypi_registry.url),
+    )
+    result = cli("get", "connectors", place=idle)
+    assert result.returncode == 0, result.stderr
+    row = result.stdout.splitlines()[1].split()
+    assert row[:5] == ["idle", "pypi", pypi_registry.url, "False", "ProxyServiceNotFound"]
+    assert idle.leaked_places() == []
+
+
+def test_token_without_a_running_server_says_to_start_one(
+    tmp_path: Path, pypi_registry: LocalRegistry
+):
+    idle = Standalone(tmp_path)
+    idle.write("default", "c.yaml", connector_manifest("idle", pypi_registry.url))
+    result = cli("token", "idle", place=idle)
+    assert result.returncode == 1
+    assert "no standalone server is running" in result.stderr
+    assert "start `connectors serve`" in result.stderr

@@ -1,0 +1,42 @@
+"""Ready aggregates the other conditions and carries the first failing reason."""
+
+from __future__ import annotations
+
+from connectors.api.conditions import ConditionType, Reason, Status
+from connectors.reconcile import evaluate
+from connectors.reconcile.evaluate import ProbeOutcome
+
+
+def test_ready_is_true_only_when_every_dependency_is():
+    conditions = (
+        evaluate.class_condition("pypi", True),
+        evaluate.liveness_condition(ProbeOutcome(url="u", status=401)),
+        evaluate.auth_condition(ProbeOutcome(url="u", status=200)),
+        evaluate.proxy_condition("http://proxy", ""),
+    )
+    assert evaluate.ready_condition(conditions).status is Status.TRUE
+
+
+def test_ready_carries_the_first_failing_reason_in_dependency_order():
+    conditions = (
+        evaluate.proxy_condition(None, "no proxy"),
+        evaluate.auth_condition(ProbeOutcome(url="u", status=401)),
+        evaluate.class_condition("pypi", True),
+    )
+    ready = evaluate.ready_condition(conditions)
+    assert (ready.type, ready.status, ready.reason) == (
+        ConditionType.READY,
+        Status.FALSE,
+        Reason.AUTHENTICATION_FAILED,
+    )
+
+
+def test_an_unreachable_registry_is_connection_failed_and_names_the_url():
+    cond = evaluate.liveness_condition(ProbeOutcome(url="http://r/simple/", error="refused"))
+    assert (cond.status, cond.reason) == (Status.FALSE, Reason.CONNECTION_FAILED)
+    assert "http://r/simple/" in cond.message
+
+
+def test_a_server_error_counts_as_not_live_but_a_challenge_does():
+    assert not evaluate.liveness_condition(ProbeOutcome(url="u", status=503)).is_true
+    assert evaluate.liveness_condition(ProbeOutcome(url="u", status=401)).is_true

@@ -1,0 +1,154 @@
+"""Link mapping, index rewriting and request-target checks: what keeps traffic on the proxy."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from connectors.classes import pypi_links
+from connectors.proxy import routing, safety
+from connectors.proxy.links import LinkMap
+
+CLIENT = "http://proxy:8080/namespaces/ns/connectors/c"
+LINKS = LinkMap(
+    address="https://nexus.example.com/repository/pypi",
+    extensions=(("files", "https://files.example.org"),),
+    aliases=pypi_links.path_aliases({"simplePath": "+simple"}),
+)
+
+
+@pytest.mark.parametrize(
+    ("rest", "url", "own"),
+    [
+        ("/simple/pkg/", "https://nexus.example.com/repository/pypi/+simple/pkg/", True),
+        ("/legacy/", "https://nexus.example.com/repository/pypi/", True),
+        ("/packages/a.whl", "https://nexus.example.com/repository/pypi/packages/a.whl", True),
+        ("/_origin/other/a.whl", "https://nexus.example.com/other/a.whl", True),
+        ("/_ext/files/p/a.whl", "https://files.example.org/p/a.whl", False),
+    ],
+)
+def test_client_paths_map_to_the_connectors_hosts_only(rest: str, url: str, own: bool):
+    upstream = LINKS.to_upstream(rest, "")
+    assert upstream is not None
+    assert (upstream.url, upstream.own_host) == (url, own)
+
+
+def test_an_unnamed_extension_maps_to_nothing():
+    assert LINKS.to_upstream("/_ext/evil/x", "") is None
+
+
+@pytest.mark.parametrize(
+    ("upstream", "client"),
+    [
+        ("https://nexus.example.com/repository/pypi/+simple/pkg/", CLIENT + "/simple/pkg/"),
+        (
+            "https://nexus.example.com/repository/pypi/p/a.whl#sha256=ab",
+            CLIENT + "/p/a.whl#sha256=ab",
+        ),
+        ("https://nexus.example.com/elsewhere/a.whl", CLIENT + "/_origin/elsewhere/a.whl"),
+        ("https://files.example.org/p/a.whl", CLIENT + "/_ext/files/p/a.whl"),
+        ("https://evil.example.net/a.whl", None),
+        ("http://nexus.example.com/repository/pypi/a.whl", None),  # other scheme, other origin
+    ],
+)
+def test_upstream_urls_map_back_onto_the_proxy(upstream: str, client: str | None):
+    assert LINKS.to_client(upstream, CLIENT) == client
+
+
+def test_html_rewrite_keeps_fragments_and_every_other_attribute():
+    page = (
+        b'<a href="../../p/a-1.whl#sha256=00ff" data-requires-python="&gt;=3.9" '
+        b'data-dist-info-metadata="sha256=11" data-yanked="">a-1.whl</a>\n'
+        b"<a href='https://evil.example.net/x.whl'>x</a>"
+    )
+    page_url = "https://nexus.example.com/repository/pypi/+simple/a/"
+    out = pypi_links.rewrite(
+        page, "text/html; charset=utf-8", page_url, lambda u: LINKS.to_client(u, CLIENT)
+    )
+    assert (
+        out
+        == (
+            f'<a href="{CLIENT}/p/a-1.whl#sha256=00ff" data-requires-python="&gt;=3.9" '
+            'data-dist-info-metadata="sha256=11" data-yanked="">a-1.whl</a>\n'
+            "<a href='https://evil.example.net/x.whl'>x</a>"
+        ).encode()
+    )
+
+
+def test_json_rewrite_maps_urls_and_keeps_every_other_field():
+    document = {
+        "meta": {"api-version": "1.1"},
+        "files": [
+            {
+                "filename": "a-1.whl",
+                "url": "https://files.example.org/p/a-1.whl",
+                "hashes": {"sha256": "00"},
+                "yanked": "broken",
+                "core-metadata": {"sha256": "11"},
+            }
+        ],
+    }
+    out = pypi_links.rewrite(
+        json.dumps(document).encode(),
+        "application/vnd.pypi.simple.v1+json",
+        "https://nexus.example.com/repository/pypi/+simple/a/",
+        lambda u: LINKS.to_client(u, CLIENT),
+    )
+    expected = json.loads(json.dumps(document))
+    expected["files"][0]["url"] = CLIENT + "/_ext/files/p/a-1.whl"
+    assert json.loads(out) == expected
+
+
+def test_a_body_that_is_not_json_passes_through_untouched():
+    body = b"{not json"
+    assert pypi_links.rewrite(body, "application/json", "https://x/", lambda u: "y") == body
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "http://evil.example.net/simple/",
+        "//evil.example.net/simple/",
+        "/simple/../../etc/passwd",
+        "/simple/%2e%2e/x",
+        "/simple/a%2fb",
+        "/simple/a%5cb",
+        "/simple\\..\\x",
+        "/simple/a%00b",
+        "/simple/?q=%0d%0aHost:evil",
+        "*",
+    ],
+)
+def test_request_targets_that_could_steer_elsewhere_are_refused(target: str):
+    assert safety.unsafe_target_reason(target) is not None
+
+
+@pytest.mark.parametrize(
+    "target", ["/simple/", "/simple/my-pkg/", "/packages/a-1.0.tar.gz", "/simple/?format=json"]
+)
+def test_ordinary_index_paths_are_accepted(target: str):
+    assert safety.unsafe_target_reason(target) is None
+
+
+@pytest.mark.parametrize(
+    ("host", "path", "expected"),
+    [
+        ("c-pypi.demo", "/simple/", ("demo", "pypi", "", "/simple/")),
+        ("c-pypi.demo.svc:80", "/x", ("demo", "pypi", "", "/x")),
+        ("c-pypi.demo.svc.cluster.local", "/", ("demo", "pypi", "", "/")),
+        (
+            "127.0.0.1:8080",
+            "/namespaces/demo/connectors/pypi/simple/",
+            ("demo", "pypi", "/namespaces/demo/connectors/pypi", "/simple/"),
+        ),
+        ("127.0.0.1:8080", "/simple/", None),
+        ("c-Pypi_x.demo", "/", None),
+    ],
+)
+def test_requests_route_by_host_or_by_path(
+    host: str, path: str, expected: tuple[str, str, str, str] | None
+):
+    found = routing.route(host, path)
+    got = None if found is None else (found.namespace, found.name, found.base_path, found.rest)
+    assert got == expected

@@ -1,0 +1,111 @@
+"""The built-in pypi class renders the seed's files, and templates stay in their sandbox."""
+
+from __future__ import annotations
+
+import configparser
+import dataclasses
+
+import pytest
+
+from connectors.api import manifests
+from connectors.api.errors import NotFoundError, TemplateError
+from connectors.api.resources import Configuration, Connector, ConnectorClass
+from connectors.classes.builtin import builtin_classes
+from connectors.rendering import render
+
+SEED_PROXY = "http://c-pypi-connector.connectors-pypi-demo.svc.cluster.local"
+TOKEN = "eyJhbGciOiJFZERTQSJ9.payload.signature"
+
+
+def seed_connector(**spec: str) -> Connector:
+    extra = "".join(f"  {k}: {v}\n" for k, v in spec.items())
+    text = (
+        "apiVersion: connectors.alauda.io/v1alpha1\nkind: Connector\n"
+        "metadata: {name: pypi-connector, namespace: connectors-pypi-demo}\n"
+        "spec:\n  connectorClassName: pypi\n  address: https://nexus.example.com/repository/pypi\n"
+        + extra
+    )
+    (connector,) = manifests.parse_text(text, source="test")
+    assert isinstance(connector, Connector)
+    return connector
+
+
+def pypi() -> ConnectorClass:
+    return next(c for c in builtin_classes() if c.name == "pypi")
+
+
+def rendered(name: str, proxy_url: str = SEED_PROXY) -> dict[str, str]:
+    context = render.RenderContext(proxy_url=proxy_url, token=TOKEN)
+    return render.render_configuration(seed_connector(), pypi(), name, context)
+
+
+def test_pip_conf_matches_the_seed():
+    files = rendered("pipconf")
+    assert list(files) == ["pip.conf"]
+    parsed = configparser.ConfigParser()
+    parsed.read_string(files["pip.conf"])
+    assert parsed["global"]["index-url"] == (
+        f"http://connectors-pypi-demo-pypi-connector:{TOKEN}"
+        "@c-pypi-connector.connectors-pypi-demo.svc.cluster.local/simple/"
+    )
+    assert parsed["global"]["timeout"] == "30"
+    assert parsed["install"]["trusted-host"] == (
+        "c-pypi-connector.connectors-pypi-demo.svc.cluster.local"
+    )
+
+
+def test_pip_conf_for_an_https_proxy_trusts_nothing_extra():
+    files = rendered("pipconf", proxy_url="https://proxy.example.com/namespaces/a/connectors/b")
+    assert "trusted-host" not in files["pip.conf"]
+    assert "@proxy.example.com/namespaces/a/connectors/b/simple/" in files["pip.conf"]
+
+
+def test_pypirc_matches_the_seed():
+    parsed = configparser.ConfigParser()
+    parsed.read_string(rendered("pypirc")[".pypirc"])
+    assert parsed["distutils"]["index-servers"].split() == ["connectors-pypi"]
+    section = parsed["connectors-pypi"]
+    assert section["repository"] == SEED_PROXY + "/"
+    assert section["username"] == "connectors-pypi-demo-pypi-connector"
+    assert section["password"] == TOKEN
+
+
+def test_an_unknown_configuration_names_the_ones_there_are():
+    with pytest.raises(NotFoundError, match=r"it has: pipconf, pypirc, uvtoml, netrc"):
+        rendered("gradle")
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+        "{{ connector.__class__.__init__.__globals__ }}",
+        "{% for k in params.update({'a': 1}) %}{% endfor %}",
+        "{{ lipsum.__globals__['os'].environ }}",
+        "{% include '/etc/passwd' %}",
+        "{{ undefined_variable }}",
+        "{{ 1 / 0 }}",
+    ],
+)
+def test_a_template_cannot_reach_python_internals_files_or_state(template: str):
+    cls = pypi()
+    hostile = dataclasses.replace(
+        cls,
+        spec=dataclasses.replace(
+            cls.spec, configurations=(Configuration(name="evil", data={"f": template}),)
+        ),
+    )
+    context = render.RenderContext(proxy_url=SEED_PROXY, token=TOKEN)
+    with pytest.raises(TemplateError) as caught:
+        render.render_configuration(seed_connector(), hostile, "evil", context)
+    assert TOKEN not in str(caught.value)
+
+
+def test_connector_params_override_class_defaults():
+    connector = seed_connector(params="[{name: simplePath, value: +simple}]")
+    assert render.effective_params(connector, pypi())["simplePath"] == "+simple"
+    assert render.effective_params(seed_connector(), pypi())["simplePath"] == "simple"
+
+
+def test_render_context_repr_hides_the_token():
+    assert TOKEN not in repr(render.RenderContext(proxy_url=SEED_PROXY, token=TOKEN))

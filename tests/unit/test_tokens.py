@@ -1,0 +1,98 @@
+"""The standalone issuer's tokens: bound to one audience, bounded in life, issuer-checked."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from connectors.api.errors import TokenError
+from connectors.auth import tokens
+from connectors.auth.keys import KeyRing
+
+AUDIENCE = "http://127.0.0.1:8080/namespaces/demo/connectors/pypi"
+
+
+@pytest.fixture
+def ring(tmp_path: Path) -> KeyRing:
+    return KeyRing.open(tmp_path / "keys")
+
+
+def test_a_token_verifies_for_its_audience_with_its_subject_and_expiry(ring: KeyRing):
+    now = time.time()
+    token = tokens.issue(ring, audience=AUDIENCE, subject="alice", ttl_seconds=600, now=now)
+    identity = tokens.verify(ring, token, audience=AUDIENCE)
+    assert identity.subject == "alice"
+    assert identity.expires_at == int(now) + 600
+    assert identity.scopes == frozenset(tokens.ALL_SCOPES)
+
+
+def test_a_token_for_another_connector_is_refused(ring: KeyRing):
+    token = tokens.issue(ring, audience=AUDIENCE + "-other", subject="alice")
+    with pytest.raises(TokenError, match="different connector"):
+        tokens.verify(ring, token, audience=AUDIENCE)
+
+
+def test_an_expired_token_is_refused_beyond_the_leeway(ring: KeyRing):
+    past = time.time() - 600 - tokens.LEEWAY_SECONDS - 2
+    token = tokens.issue(ring, audience=AUDIENCE, subject="a", ttl_seconds=600, now=past)
+    with pytest.raises(TokenError, match="expired"):
+        tokens.verify(ring, token, audience=AUDIENCE)
+
+
+def test_clock_skew_within_the_leeway_is_tolerated(ring: KeyRing):
+    future = time.time() + tokens.LEEWAY_SECONDS - 2  # issued by a clock slightly ahead
+    token = tokens.issue(ring, audience=AUDIENCE, subject="a", ttl_seconds=600, now=future)
+    assert tokens.verify(ring, token, audience=AUDIENCE).subject == "a"
+
+
+def test_a_token_from_another_issuer_is_refused(ring: KeyRing, tmp_path: Path):
+    stranger = KeyRing.open(tmp_path / "stranger")
+    token = tokens.issue(stranger, audience=AUDIENCE, subject="mallory")
+    with pytest.raises(TokenError, match="not signed by this issuer"):
+        tokens.verify(ring, token, audience=AUDIENCE)
+
+
+def test_a_forged_signature_under_a_known_key_id_is_refused(ring: KeyRing, tmp_path: Path):
+    genuine = tokens.issue(ring, audience=AUDIENCE, subject="alice")
+    header, payload, _ = genuine.split(".")
+    forged_sig = tokens.issue(KeyRing.open(tmp_path / "x"), audience=AUDIENCE, subject="m")
+    forged = f"{header}.{payload}.{forged_sig.split('.')[2]}"
+    with pytest.raises(TokenError, match="not valid"):
+        tokens.verify(ring, forged, audience=AUDIENCE)
+
+
+@pytest.mark.parametrize("garbage", ["", "abc", "a.b.c", "x" * 5000, "é.é.é"])
+def test_garbage_is_refused_as_a_token_error(ring: KeyRing, garbage: str):
+    with pytest.raises(TokenError):
+        tokens.verify(ring, garbage, audience=AUDIENCE)
+
+
+def test_tokens_from_a_rotated_out_key_keep_working_until_the_key_is_retired(ring: KeyRing):
+    old = tokens.issue(ring, audience=AUDIENCE, subject="a")
+    ring.rotate()
+    newer = tokens.issue(ring, audience=AUDIENCE, subject="b")
+    assert tokens.verify(ring, old, audience=AUDIENCE).subject == "a"
+    assert ring.retire_older_than(-1)  # everything but the signer
+    with pytest.raises(TokenError, match="unknown key"):
+        tokens.verify(ring, old, audience=AUDIENCE)
+    assert tokens.verify(ring, newer, audience=AUDIENCE).subject == "b"
+
+
+@pytest.mark.parametrize("ttl", [tokens.MIN_TTL_SECONDS - 1, tokens.MAX_TTL_SECONDS + 1])
+def test_lifetimes_outside_the_bounds_are_refused(ring: KeyRing, ttl: int):
+    with pytest.raises(TokenError, match="outside the allowed"):
+        tokens.issue(ring, audience=AUDIENCE, subject="a", ttl_seconds=ttl)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("30m", 1800), ("1h", 3600), ("90s", 90), ("600", 600)]
+)
+def test_durations_read_as_written(text: str, seconds: int):
+    assert tokens.parse_duration(text) == seconds
+
+
+def test_an_unreadable_duration_says_which_forms_work():
+    with pytest.raises(TokenError, match="90s, 30m or 1h"):
+        tokens.parse_duration("soon")
