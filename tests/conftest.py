@@ -7,6 +7,7 @@ CONNECTORS_REQUIRE_ALL=1 (CI), where a missing peer fails the test instead.
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,8 +15,10 @@ import pytest
 
 from connectors.standalone import localregistry
 from connectors.standalone.localregistry import LocalRegistry
+from tests.support import testcluster
 from tests.support.devpi import devpi_server
-from tests.support.standalone import Standalone
+from tests.support.standalone import CONNECTORS, Standalone
+from tests.support.testcluster import TestCluster
 
 REQUIRE_ALL = os.environ.get("CONNECTORS_REQUIRE_ALL") == "1"
 
@@ -56,3 +59,25 @@ def standalone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Standalone]
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestCluster]:
+    """A real control plane (etcd, kube-apiserver, kube-controller-manager) with the
+    connectors CRDs installed, shared by the whole session."""
+    missing = testcluster.missing_reason()
+    require(missing is None, missing or "")
+    binaries = testcluster.testbin()
+    assert binaries is not None
+    cluster = TestCluster(tmp_path_factory.mktemp("cluster"), binaries)
+    try:
+        cluster.start()
+        subprocess.run(
+            [CONNECTORS, "install", "crds", "--kubeconfig", str(cluster.kubeconfig)],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        yield cluster
+    finally:
+        cluster.stop()

@@ -17,9 +17,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from connectors.api import crds
 from connectors.api.errors import ConnectorsError
 from connectors.api.resources import DEFAULT_NAMESPACE
 from connectors.auth import tokens
+from connectors.kube import client as kube_client
+from connectors.kube import config as kube_config
+from connectors.kube import install
 from connectors.standalone import commands, demo, server, state
 
 
@@ -114,6 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_namespace(rend)
 
     sub.add_parser("demo", help="the quick start's whole story on this machine")
+
+    inst = sub.add_parser("install", help="install cluster-wide definitions into a cluster")
+    inst.add_argument("what", choices=["crds"])
+    inst.add_argument("--kubeconfig", type=Path, default=None)
+    inst.add_argument("--print", action="store_true", help="print the YAML, apply nothing")
+    inst.add_argument("--dry-run", action="store_true", help="server-side dry run")
     return parser
 
 
@@ -138,6 +148,8 @@ def _run(args: argparse.Namespace) -> int:
         return _serve(args)
     if args.command == "demo":
         return demo.run()
+    if args.command == "install":
+        return _install(args)
     place = _place(args)
     if args.command == "get":
         document = asyncio.run(commands.current_status(place))
@@ -173,6 +185,22 @@ def _run(args: argparse.Namespace) -> int:
                 print(path)
         return 0
     raise AssertionError(args.command)
+
+
+def _install(args: argparse.Namespace) -> int:
+    if args.print:
+        sys.stdout.write(crds.crds_yaml())
+        return 0
+    config = kube_config.load(args.kubeconfig)
+
+    async def apply() -> list[str]:
+        async with kube_client.KubeClient(config) as kube:
+            return await install.install_crds(kube, dry_run=args.dry_run)
+
+    suffix = " (server dry run)" if args.dry_run else ""
+    for name in asyncio.run(apply()):
+        print(f"customresourcedefinition.apiextensions.k8s.io/{name} applied{suffix}")
+    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:

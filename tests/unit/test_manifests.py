@@ -9,29 +9,9 @@ import pytest
 from connectors.api import manifests
 from connectors.api.errors import ManifestError
 from connectors.api.resources import Connector, Secret
+from tests.support import seed
 
-SEED = """\
-kind: Secret
-apiVersion: v1
-metadata:
-  name: pypi-registry-secret
-type: kubernetes.io/basic-auth
-stringData:
-  username: your-registry-username # Replace with your PyPI registry username
-  password: your-registry-password # Replace with your PyPI registry password
----
-apiVersion: connectors.alauda.io/v1alpha1
-kind: Connector
-metadata:
-  name: pypi-connector
-spec:
-  connectorClassName: pypi
-  address: https://nexus.example.com/repository/pypi # Replace with your PyPI repository address
-  auth:
-    name: basicAuth
-    secretRef:
-      name: pypi-registry-secret
-"""
+SEED = seed.step_2()
 
 
 def test_seed_manifests_land_in_the_namespace_given_on_the_command_line():

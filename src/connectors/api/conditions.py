@@ -6,6 +6,8 @@ import dataclasses
 import enum
 from datetime import UTC, datetime
 
+from connectors.api.codec import wire
+
 
 class ConditionType(enum.StrEnum):
     CONNECTOR_CLASS_READY = "ConnectorClassReady"
@@ -49,13 +51,14 @@ class Status(enum.StrEnum):
 
 @dataclasses.dataclass(frozen=True)
 class Condition:
-    type: str
-    status: Status
-    reason: str = ""
-    message: str = ""
-    severity: str = ""
+    type: str = dataclasses.field(metadata=wire("type", required=True))
+    status: Status = dataclasses.field(metadata=wire("status", required=True))
+    reason: str = dataclasses.field(default="", metadata=wire("reason"))
+    message: str = dataclasses.field(default="", metadata=wire("message"))
+    severity: str = dataclasses.field(default="", metadata=wire("severity"))
     last_transition_time: datetime = dataclasses.field(
-        default_factory=lambda: datetime.now(UTC).replace(microsecond=0)
+        default_factory=lambda: datetime.now(UTC).replace(microsecond=0),
+        metadata=wire("lastTransitionTime"),
     )
 
     @property

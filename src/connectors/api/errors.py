@@ -7,7 +7,9 @@
     ├── PermissionDenied         a valid identity may not do what it asked
     ├── AuthUnavailable          the token authority cannot be reached (fail closed)
     ├── TemplateError            a configuration template failed to render
-    └── StateError               standalone state (keys, server address) is missing or bad
+    ├── StateError               local state (keys, server address, kubeconfig) is missing or bad
+    ├── ApiError                 the Kubernetes API server refused a request (status, reason)
+    └── ApiUnavailable           the Kubernetes API server cannot be reached now
 
 Third-party exceptions are translated into these at the boundary (`raise ... from exc`), so
 callers handle one family. Messages say what happened and what to do, and never carry a
@@ -71,3 +73,16 @@ class PermissionDenied(ConnectorsError):
 
 class AuthUnavailable(ConnectorsError):
     """Whoever decides on tokens cannot be asked right now; fail closed, retry later."""
+
+
+class ApiError(ConnectorsError):
+    """The Kubernetes API server answered a request with an error status."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        self.status = status
+        self.reason = reason
+        super().__init__(f"{message} (HTTP {status} {reason})" if message else f"HTTP {status}")
+
+
+class ApiUnavailable(ConnectorsError):
+    """The Kubernetes API server cannot be reached now; retry later."""

@@ -112,9 +112,11 @@ class ProxyStatus:
 
 @dataclasses.dataclass(frozen=True)
 class ConnectorStatus:
-    conditions: tuple[Condition, ...] = ()
-    observed_generation: int | None = None
-    proxy: ProxyStatus | None = None
+    conditions: tuple[Condition, ...] = dataclasses.field(default=(), metadata=wire("conditions"))
+    observed_generation: int | None = dataclasses.field(
+        default=None, metadata=wire("observedGeneration")
+    )
+    proxy: ProxyStatus | None = dataclasses.field(default=None, metadata=wire("proxy"))
 
     def condition(self, type_: str) -> Condition | None:
         return next((c for c in self.conditions if c.type == type_), None)

@@ -22,6 +22,7 @@ NAMESPACE = "connectors-pypi-demo"
 CONNECTOR = "pypi-connector"
 STEPS = 7
 
+# The seed's step 2 as its reader copies it, the registry's address and credentials filled in.
 SEED_MANIFEST = """\
 kind: Secret
 apiVersion: v1
@@ -29,8 +30,8 @@ metadata:
   name: pypi-registry-secret
 type: kubernetes.io/basic-auth
 stringData:
-  username: {username}
-  password: {password}
+  username: {username} # Replace with your PyPI registry username
+  password: {password} # Replace with your PyPI registry password
 ---
 apiVersion: connectors.alauda.io/v1alpha1
 kind: Connector
@@ -38,12 +39,12 @@ metadata:
   name: pypi-connector
 spec:
   connectorClassName: pypi
-  address: {address}
+  address: {address} # Replace with your PyPI repository address, we will deploy package to this repository.
   auth:
     name: basicAuth
     secretRef:
       name: pypi-registry-secret
-"""
+"""  # noqa: E501 (the seed's own comment)
 
 SAMPLE_PYPROJECT = """\
 [build-system]

@@ -1,0 +1,426 @@
+"""A real Kubernetes control plane on loopback: etcd, kube-apiserver, kube-controller-manager.
+
+No kubelet or container runtime can run here, but the control plane can, and it is what
+connectors talks to: CRDs, RBAC, TokenRequest, TokenReview, SubjectAccessReview, owner
+references and garbage collection all behave as on any cluster. Pods can be created as API
+objects; nothing runs them (tests play kubelet's part where they need one).
+
+The binaries come from `scripts/build-testbin` (found through $CONNECTORS_TESTBIN);
+kubectl is the PyPI wheel's. Used by the pytest fixture `kube_cluster` and by
+`scripts/testcluster up|down|env`.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import ipaddress
+import json
+import os
+import signal
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+
+from connectors.standalone.localregistry import free_port
+
+ISSUER = "https://kubernetes.default.svc.cluster.local"
+KUBECTL = Path(sys.executable).parent / "kubectl"
+BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager")
+
+
+def testbin() -> Path | None:
+    """The directory holding the built binaries, or None when they are not built."""
+    directory = os.environ.get("CONNECTORS_TESTBIN")
+    if not directory:
+        cache = Path(
+            os.environ.get("CONNECTORS_TESTBIN_CACHE", Path.home() / ".cache/connectors/testbin")
+        )
+        built = sorted(p for p in cache.glob("kube-v*") if p.is_dir()) if cache.is_dir() else []
+        directory = str(built[-1]) if built else ""
+    if directory and all((Path(directory) / b).is_file() for b in BINARIES):
+        return Path(directory)
+    return None
+
+
+def missing_reason() -> str | None:
+    if testbin() is None:
+        return "the test control plane is not built: run scripts/build-testbin"
+    if not KUBECTL.is_file():
+        return f"kubectl not found at {KUBECTL}: run scripts/bootstrap dev"
+    return None
+
+
+# --- certificates ---------------------------------------------------------------------------
+
+
+def _key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def _pem_key(key: rsa.RSAPrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+
+
+def _certificate(
+    subject: x509.Name,
+    key: rsa.RSAPrivateKey,
+    issuer: tuple[x509.Name, rsa.RSAPrivateKey] | None,
+    *,
+    ca: bool = False,
+    sans: list[x509.GeneralName] | None = None,
+    client: bool = False,
+) -> x509.Certificate:
+    now = datetime.datetime.now(datetime.UTC)
+    issuer_name, issuer_key = issuer or (subject, key)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=7))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    if not ca:
+        usage = (
+            x509.ExtendedKeyUsageOID.CLIENT_AUTH if client else x509.ExtendedKeyUsageOID.SERVER_AUTH
+        )
+        builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def _name(common: str, organization: str | None = None) -> x509.Name:
+    parts = [x509.NameAttribute(NameOID.COMMON_NAME, common)]
+    if organization:
+        parts.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
+    return x509.Name(parts)
+
+
+def write_pki(directory: Path) -> None:
+    """A CA, the API server's serving certificate, an admin client certificate, and the
+    service-account signing key pair."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_key = _key()
+    ca_name = _name("connectors-test-ca")
+    ca = _certificate(ca_name, ca_key, None, ca=True)
+    server_key = _key()
+    sans: list[x509.GeneralName] = [
+        x509.DNSName("localhost"),
+        x509.DNSName("kubernetes.default.svc"),
+        x509.DNSName("kubernetes.default.svc.cluster.local"),
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+    ]
+    server = _certificate(_name("kube-apiserver"), server_key, (ca_name, ca_key), sans=sans)
+    admin_key = _key()
+    admin = _certificate(
+        _name("connectors-test-admin", "system:masters"), admin_key, (ca_name, ca_key), client=True
+    )
+    sa_key = _key()
+    files = {
+        "ca.crt": ca.public_bytes(serialization.Encoding.PEM),
+        "server.crt": server.public_bytes(serialization.Encoding.PEM),
+        "server.key": _pem_key(server_key),
+        "admin.crt": admin.public_bytes(serialization.Encoding.PEM),
+        "admin.key": _pem_key(admin_key),
+        "sa.key": _pem_key(sa_key),
+        "sa.pub": sa_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ),
+    }
+    for filename, data in files.items():
+        path = directory / filename
+        path.write_bytes(data)
+        path.chmod(0o600)
+
+
+def kubeconfig_text(
+    server: str, ca: bytes, user: dict[str, str], namespace: str = "default"
+) -> str:
+    """A kubeconfig with one cluster, one user and one context, all named `test`."""
+    return json.dumps(
+        {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "test",
+                    "cluster": {
+                        "server": server,
+                        "certificate-authority-data": base64.b64encode(ca).decode(),
+                    },
+                }
+            ],
+            "users": [{"name": "test", "user": user}],
+            "contexts": [
+                {
+                    "name": "test",
+                    "context": {"cluster": "test", "user": "test", "namespace": namespace},
+                }
+            ],
+            "current-context": "test",
+        },
+        indent=1,
+    )
+
+
+# --- the cluster ----------------------------------------------------------------------------
+
+
+class TestCluster:
+    """etcd + kube-apiserver + kube-controller-manager, with state under `workdir`."""
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, workdir: Path, binaries: Path) -> None:
+        self.workdir = workdir
+        self.binaries = binaries
+        self.pki = workdir / "pki"
+        self.kubeconfig = workdir / "admin.kubeconfig"
+        self.pids_file = workdir / "pids.json"
+        self.server = ""
+
+    # Starting and stopping ---------------------------------------------------------------
+
+    def start(self, timeout: float = 90.0) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        write_pki(self.pki)
+        etcd_port, peer_port, api_port = free_port(), free_port(), free_port()
+        self.server = f"https://127.0.0.1:{api_port}"
+        pids = {"etcd": self._spawn("etcd", self._etcd_args(etcd_port, peer_port))}
+        self._write_pids(pids)
+        pids["kube-apiserver"] = self._spawn(
+            "kube-apiserver", self._apiserver_args(etcd_port, api_port)
+        )
+        self._write_pids(pids)
+        ca = (self.pki / "ca.crt").read_bytes()
+        admin = {
+            "client-certificate-data": base64.b64encode(
+                (self.pki / "admin.crt").read_bytes()
+            ).decode(),
+            "client-key-data": base64.b64encode((self.pki / "admin.key").read_bytes()).decode(),
+        }
+        self.kubeconfig.write_text(kubeconfig_text(self.server, ca, admin))
+        self.kubeconfig.chmod(0o600)
+        self._wait_ready(timeout)
+        pids["kube-controller-manager"] = self._spawn(
+            "kube-controller-manager", self._controller_args()
+        )
+        self._write_pids(pids)
+
+    def stop(self) -> None:
+        """Stop every process this cluster (or an earlier `up` of it) started."""
+        pids = self._read_pids()
+        for name in reversed(list(pids)):
+            _terminate(pids[name])
+        self.pids_file.unlink(missing_ok=True)
+
+    def _spawn(self, binary: str, args: list[str]) -> int:
+        log = (self.workdir / f"{binary}.log").open("ab")
+        process = subprocess.Popen(
+            [str(self.binaries / binary), *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        log.close()
+        return process.pid
+
+    def _etcd_args(self, port: int, peer: int) -> list[str]:
+        return [
+            "--name=test",
+            f"--data-dir={self.workdir / 'etcd'}",
+            f"--listen-client-urls=http://127.0.0.1:{port}",
+            f"--advertise-client-urls=http://127.0.0.1:{port}",
+            f"--listen-peer-urls=http://127.0.0.1:{peer}",
+            f"--initial-advertise-peer-urls=http://127.0.0.1:{peer}",
+            f"--initial-cluster=test=http://127.0.0.1:{peer}",
+            "--unsafe-no-fsync",  # a throwaway test store: speed over durability
+            "--log-level=warn",
+        ]
+
+    def _apiserver_args(self, etcd_port: int, port: int) -> list[str]:
+        pki = self.pki
+        return [
+            f"--etcd-servers=http://127.0.0.1:{etcd_port}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={port}",
+            f"--cert-dir={self.workdir / 'apiserver-certs'}",
+            f"--tls-cert-file={pki / 'server.crt'}",
+            f"--tls-private-key-file={pki / 'server.key'}",
+            f"--client-ca-file={pki / 'ca.crt'}",
+            "--authorization-mode=RBAC",
+            f"--service-account-issuer={ISSUER}",
+            f"--service-account-key-file={pki / 'sa.pub'}",
+            f"--service-account-signing-key-file={pki / 'sa.key'}",
+            f"--api-audiences={ISSUER}",
+            "--service-cluster-ip-range=10.96.0.0/16",
+            "--allow-privileged=true",
+            "--v=1",
+        ]
+
+    def _controller_args(self) -> list[str]:
+        return [
+            f"--kubeconfig={self.kubeconfig}",
+            "--secure-port=0",
+            "--leader-elect=false",
+            f"--root-ca-file={self.pki / 'ca.crt'}",
+            f"--service-account-private-key-file={self.pki / 'sa.key'}",
+            "--use-service-account-credentials=false",
+            "--v=1",
+        ]
+
+    def _wait_ready(self, timeout: float) -> None:
+        context = ssl.create_default_context(cafile=str(self.pki / "ca.crt"))
+        context.load_cert_chain(self.pki / "admin.crt", self.pki / "admin.key")
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(
+                    self.server + "/readyz", context=context, timeout=5
+                ) as r:
+                    if r.status == 200:
+                        return
+            except (urllib.error.URLError, OSError) as exc:
+                last = str(exc)
+            self._check_alive()
+            time.sleep(0.25)
+        raise RuntimeError(f"kube-apiserver not ready within {timeout:g}s: {last}")
+
+    def _check_alive(self) -> None:
+        for name, pid in self._read_pids().items():
+            if not _alive(pid):
+                log = (self.workdir / f"{name}.log").read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"{name} exited:\n{log}")
+
+    def _write_pids(self, pids: dict[str, int]) -> None:
+        self.pids_file.write_text(json.dumps({"server": self.server, "pids": pids}))
+
+    def _read_pids(self) -> dict[str, int]:
+        try:
+            data = json.loads(self.pids_file.read_text())
+        except (OSError, ValueError):
+            return {}
+        self.server = self.server or data.get("server", "")
+        return {str(k): int(v) for k, v in data.get("pids", {}).items()}
+
+    # Using it ----------------------------------------------------------------------------
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+
+    def kubectl(
+        self,
+        *args: str,
+        stdin: str | None = None,
+        check: bool = True,
+        kubeconfig: Path | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the real kubectl against this cluster (as admin unless `kubeconfig` says)."""
+        result = subprocess.run(
+            [str(KUBECTL), f"--kubeconfig={kubeconfig or self.kubeconfig}", *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed: {result.stderr}")
+        return result
+
+    def kubectl_json(self, *args: str, stdin: str | None = None) -> dict[str, object]:
+        loaded: dict[str, object] = json.loads(
+            self.kubectl(*args, "-o", "json", stdin=stdin).stdout
+        )
+        return loaded
+
+    def token_kubeconfig(self, name: str, token: str, namespace: str = "default") -> Path:
+        """A kubeconfig that authenticates with `token` (a ServiceAccount's, say)."""
+        path = self.workdir / f"{name}.kubeconfig"
+        ca = (self.pki / "ca.crt").read_bytes()
+        path.write_text(kubeconfig_text(self.server, ca, {"token": token}, namespace))
+        path.chmod(0o600)
+        return path
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child of ours counts as gone
+        finished, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return finished == 0
+
+
+def _terminate(pid: int, grace: float = 10.0) -> None:
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.1)
+    if _alive(pid):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def main(argv: list[str]) -> int:
+    """`up`, `down` or `env` for the cluster kept in $CONNECTORS_TESTCLUSTER_DIR."""
+    command = argv[0] if argv else ""
+    workdir = Path(
+        os.environ.get("CONNECTORS_TESTCLUSTER_DIR", Path.home() / ".cache/connectors/testcluster")
+    )
+    binaries = testbin()
+    if command not in ("up", "down", "env"):
+        print("usage: scripts/testcluster up|down|env", file=sys.stderr)
+        return 2
+    cluster = TestCluster(workdir, binaries or Path())
+    if command == "down":
+        cluster.stop()
+        return 0
+    if command == "env":
+        if not cluster.pids_file.exists():
+            print("no test cluster is up: run scripts/testcluster up", file=sys.stderr)
+            return 1
+        print(f"export KUBECONFIG={cluster.kubeconfig}")
+        return 0
+    if binaries is None:
+        print("the binaries are not built: run scripts/build-testbin", file=sys.stderr)
+        return 1
+    cluster.stop()
+    started = time.monotonic()
+    cluster.start()
+    print(
+        f"test cluster up at {cluster.server} in {time.monotonic() - started:.1f}s", file=sys.stderr
+    )
+    print(f"export KUBECONFIG={cluster.kubeconfig}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
