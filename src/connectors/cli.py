@@ -119,6 +119,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("demo", help="the quick start's whole story on this machine")
 
+    op = sub.add_parser("operator", help="reconcile Connectors in a cluster")
+    op.add_argument("--kubeconfig", type=Path, default=None)
+    op.add_argument("--proxy-service", default="connectors-proxy", help="the shared proxy Service")
+    op.add_argument("--proxy-namespace", default="connectors-system")
+    op.add_argument("--cluster-domain", default="cluster.local")
+    op.add_argument(
+        "--reprobe-interval", type=float, default=60.0, help="seconds between registry probes"
+    )
+    op.add_argument("--lease-namespace", default=None, help="default: --proxy-namespace")
+    op.add_argument("--workers", type=int, default=16, help="connectors reconciled at once")
+
     inst = sub.add_parser("install", help="install cluster-wide definitions into a cluster")
     inst.add_argument("what", choices=["crds"])
     inst.add_argument("--kubeconfig", type=Path, default=None)
@@ -150,6 +161,8 @@ def _run(args: argparse.Namespace) -> int:
         return demo.run()
     if args.command == "install":
         return _install(args)
+    if args.command == "operator":
+        return _operator(args)
     place = _place(args)
     if args.command == "get":
         document = asyncio.run(commands.current_status(place))
@@ -185,6 +198,22 @@ def _run(args: argparse.Namespace) -> int:
                 print(path)
         return 0
     raise AssertionError(args.command)
+
+
+def _operator(args: argparse.Namespace) -> int:
+    from connectors.operator import main as operator_main  # kopf loads only here
+    from connectors.operator.settings import OperatorSettings
+
+    settings = OperatorSettings(
+        proxy_service_name=args.proxy_service,
+        proxy_service_namespace=args.proxy_namespace,
+        cluster_domain=args.cluster_domain,
+        reprobe_interval_seconds=args.reprobe_interval,
+        lease_namespace=args.lease_namespace or args.proxy_namespace,
+        workers=args.workers,
+    )
+    asyncio.run(operator_main.run(kube_config.load(args.kubeconfig), settings))
+    return 0
 
 
 def _install(args: argparse.Namespace) -> int:

@@ -10,9 +10,11 @@ truth for what a valid resource is.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import types
 import typing
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any, TypeVar, get_args, get_origin
 
 from connectors.api.errors import ManifestError
@@ -77,6 +79,19 @@ def _decode_value(hint: Any, value: object, path: str) -> Any:
 def _decode_scalar(hint: Any, value: object, path: str) -> Any:
     if hint is Any:
         return value
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        try:
+            return hint(value)
+        except ValueError:
+            allowed = ", ".join(str(m.value) for m in hint)
+            raise ManifestError(f"expected one of {allowed}", field=path) from None
+    if hint is datetime:
+        if isinstance(value, datetime):
+            return value
+        try:
+            return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        except ValueError:
+            raise ManifestError("expected a time like 2026-01-31T12:00:00Z", field=path) from None
     if hint is bool:
         if not isinstance(value, bool):
             raise ManifestError(f"expected true or false, got {_kind(value)}", field=path)
@@ -107,6 +122,10 @@ def encode(obj: object) -> Any:
         return [encode(v) for v in obj]
     if isinstance(obj, Mapping):
         return {k: encode(v) for k, v in obj.items()}
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if isinstance(obj, datetime):
+        return obj.strftime("%Y-%m-%dT%H:%M:%SZ")
     return obj
 
 

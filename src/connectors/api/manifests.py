@@ -23,6 +23,7 @@ from connectors.api.resources import (
     ConnectorClass,
     ConnectorClassSpec,
     ConnectorSpec,
+    ConnectorStatus,
     ObjectMeta,
     Secret,
 )
@@ -80,9 +81,22 @@ def parse(document: object, *, namespace: str | None = None) -> Resource | None:
         metadata = dataclasses.replace(metadata, namespace=namespace)
     if known == "Connector":
         return Connector(
-            metadata=metadata, spec=codec.decode(ConnectorSpec, document.get("spec"), "spec")
+            metadata=metadata,
+            spec=codec.decode(ConnectorSpec, document.get("spec"), "spec"),
+            status=_status(document.get("status")),
         )
     return _parse_secret(document, metadata)
+
+
+def _status(document: object) -> ConnectorStatus:
+    """The status a controller wrote; one that cannot be read counts as none yet, since a
+    reconcile pass rewrites it whole."""
+    if not document:
+        return ConnectorStatus()
+    try:
+        return codec.decode(ConnectorStatus, document, "status")
+    except ManifestError:
+        return ConnectorStatus()
 
 
 def _parse_secret(document: Mapping[str, Any], metadata: ObjectMeta) -> Secret:

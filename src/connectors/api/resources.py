@@ -8,7 +8,9 @@ both the manifest reader and the CRD schema generator use.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
+from connectors.api import codec
 from connectors.api.codec import wire
 from connectors.api.conditions import Condition
 
@@ -120,6 +122,15 @@ class ConnectorStatus:
 
     def condition(self, type_: str) -> Condition | None:
         return next((c for c in self.conditions if c.type == type_), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The document form written to a Connector's `status`."""
+        document: dict[str, Any] = {"conditions": [c.to_dict() for c in self.conditions]}
+        if self.observed_generation is not None:
+            document["observedGeneration"] = self.observed_generation
+        if self.proxy is not None:
+            document["proxy"] = codec.encode(self.proxy)
+        return document
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,7 +9,7 @@ server's status, reason and message; no answer becomes ApiUnavailable.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -107,6 +107,66 @@ class KubeClient:
                 str(document.get("message") or text[:200]),
             )
         return document
+
+    async def list_all(self, path: str, params: Mapping[str, str] | None = None) -> Document:
+        """Every item of a collection, page by page; `metadata.resourceVersion` is the list's."""
+        items: list[Document] = []
+        query = {**(params or {}), "limit": "500"}
+        while True:
+            page = await self.request("GET", path, params=query)
+            items.extend(page.get("items") or [])
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return {"items": items, "metadata": page.get("metadata") or {}}
+            query["continue"] = token
+
+    async def watch(
+        self, path: str, resource_version: str, params: Mapping[str, str] | None = None
+    ) -> AsyncIterator[Document]:
+        """Watch events after `resource_version` until the server ends the stream.
+
+        An ERROR event is raised as ApiError (410 Gone: the version is too old, list again).
+        """
+        if self._session is None:
+            raise RuntimeError("KubeClient used outside `async with`")
+        server_timeout = 300
+        query = {
+            **(params or {}),
+            "watch": "1",
+            "resourceVersion": resource_version,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(server_timeout),
+        }
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=server_timeout + 30)
+        try:
+            async with self._session.get(
+                self.config.server + path,
+                params=query,
+                headers=self._headers("application/json"),
+                timeout=timeout,
+            ) as response:
+                if response.status >= 400:
+                    document = _decode(await response.text())
+                    raise ApiError(
+                        response.status,
+                        str(document.get("reason") or ""),
+                        str(document.get("message") or ""),
+                    )
+                async for line in response.content:
+                    event = _decode(line.decode("utf-8", errors="replace"))
+                    if event.get("type") == "ERROR":
+                        status = event.get("object") or {}
+                        raise ApiError(
+                            int(status.get("code") or 500),
+                            str(status.get("reason") or ""),
+                            str(status.get("message") or ""),
+                        )
+                    if event:
+                        yield event
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise ApiUnavailable(
+                f"watch of {path} at {self.config.server} broke: {exc.__class__.__name__}"
+            ) from exc
 
     async def get(self, path: str) -> Document | None:
         """The object at `path`, or None when it does not exist."""

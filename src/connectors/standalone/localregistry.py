@@ -71,15 +71,20 @@ def wait_for_http(url: str, *, timeout_seconds: float, process: subprocess.Popen
 
 @contextlib.contextmanager
 def pypiserver(
-    workdir: Path, *, username: str = "registry-user", password: str | None = None
+    workdir: Path,
+    *,
+    username: str = "registry-user",
+    password: str | None = None,
+    port: int | None = None,
 ) -> Iterator[LocalRegistry]:
-    """Run pypiserver on a loopback port, authenticating list, download and upload."""
+    """Run pypiserver on a loopback port (a free one unless given), authenticating list,
+    download and upload."""
     password = password or secrets.token_urlsafe(18)
     packages = workdir / "packages"
     packages.mkdir(parents=True, exist_ok=True)
     htpasswd = workdir / "htpasswd"
     write_htpasswd(htpasswd, username, password)
-    port = free_port()
+    port = port or free_port()
     log_file = workdir / "pypiserver.log"
     command = [
         sys.executable,

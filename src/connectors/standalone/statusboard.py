@@ -8,24 +8,13 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from typing import Any
 
-from connectors.api import codec
 from connectors.api.conditions import ConditionType
 from connectors.api.resources import Connector, ConnectorStatus
 from connectors.standalone.state import StateDir
 from connectors.store.base import Snapshot
 
 log = logging.getLogger(__name__)
-
-
-def status_document(status: ConnectorStatus) -> dict[str, Any]:
-    document: dict[str, Any] = {"conditions": [c.to_dict() for c in status.conditions]}
-    if status.observed_generation is not None:
-        document["observedGeneration"] = status.observed_generation
-    if status.proxy is not None:
-        document["proxy"] = codec.encode(status.proxy)
-    return document
 
 
 class StatusBoard:
@@ -60,7 +49,7 @@ class StatusBoard:
                     "connectorClassName": connector.spec.connector_class_name,
                     "address": connector.spec.address,
                     "firstSeen": self.first_seen[key].strftime("%Y-%m-%dT%H:%M:%SZ"),
-                    "status": status_document(status),
+                    "status": status.to_dict(),
                 }
             )
         self.state.write_status(

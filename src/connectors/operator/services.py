@@ -1,0 +1,61 @@
+"""The per-connector Service and the proxy address it gives clients: pure functions.
+
+`c-<name>` in the Connector's namespace is an ExternalName alias of the shared proxy
+Service, so `http://c-<name>.<namespace>.svc.<domain>/` reaches the proxy with that name in
+the Host header, which tells the proxy which connector is meant. It is owned by its
+Connector, so the garbage collector removes it with the Connector; no finalizer is needed,
+and deleting a namespace never waits for the operator.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from connectors.api.resources import API_VERSION, Connector
+from connectors.operator.settings import OperatorSettings
+
+MANAGED_BY = "connectors-operator"
+CONNECTOR_LABEL = "connectors.alauda.io/connector"
+
+
+def service_name(connector: Connector) -> str:
+    return f"c-{connector.name}"
+
+
+def proxy_url(connector: Connector, settings: OperatorSettings) -> str:
+    host = f"{service_name(connector)}.{connector.namespace}.svc.{settings.cluster_domain}"
+    return f"{settings.proxy_scheme}://{host}"
+
+
+def desired_service(connector: Connector, settings: OperatorSettings) -> dict[str, Any]:
+    port = 443 if settings.proxy_scheme == "https" else 80
+    target = (
+        f"{settings.proxy_service_name}.{settings.proxy_service_namespace}"
+        f".svc.{settings.cluster_domain}"
+    )
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": service_name(connector),
+            "namespace": connector.namespace,
+            "labels": {
+                "app.kubernetes.io/managed-by": MANAGED_BY,
+                CONNECTOR_LABEL: connector.name,
+            },
+            "ownerReferences": [
+                {
+                    "apiVersion": API_VERSION,
+                    "kind": "Connector",
+                    "name": connector.name,
+                    "uid": connector.metadata.uid,
+                    "controller": True,
+                }
+            ],
+        },
+        "spec": {
+            "type": "ExternalName",
+            "externalName": target,
+            "ports": [{"name": settings.proxy_scheme, "port": port, "protocol": "TCP"}],
+        },
+    }

@@ -1,0 +1,22 @@
+"""The operator's settings, parsed once from the command line and passed down."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from connectors.reconcile.reconciler import ReconcileSettings
+
+
+@dataclasses.dataclass(frozen=True)
+class OperatorSettings:
+    proxy_service_name: str = "connectors-proxy"
+    proxy_service_namespace: str = "connectors-system"
+    cluster_domain: str = "cluster.local"
+    proxy_scheme: str = "http"
+    reprobe_interval_seconds: float = 60.0
+    workers: int = 16
+    retry_seconds: float = 2.0
+    lease_namespace: str = "connectors-system"
+    lease_name: str = "connectors-operator"
+    identity: str = ""
+    reconcile: ReconcileSettings = ReconcileSettings()

@@ -1,0 +1,265 @@
+"""`connectors operator` on a real kube-apiserver against a real pypiserver: the seed's
+step 2 becomes Ready, and every failure the design names shows as its condition reason."""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from connectors.standalone import localregistry
+from connectors.standalone.localregistry import LocalRegistry
+from tests.support import leaks, seed
+from tests.support.operator import OperatorProcess, condition, connector, wait_for
+from tests.support.standalone import connector_manifest, secret_manifest
+from tests.support.testcluster import TestCluster
+
+NS = seed.NAMESPACE
+PASSWORDS: list[str] = []
+
+
+@pytest.fixture(scope="module")
+def registry(pypi_registry: LocalRegistry) -> LocalRegistry:
+    PASSWORDS.append(pypi_registry.password)
+    return pypi_registry
+
+
+@pytest.fixture(scope="module")
+def operator(
+    kube_cluster: TestCluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    kube_cluster.kubectl("create", "namespace", NS, check=False)
+    process = OperatorProcess(kube_cluster, tmp_path_factory.mktemp("operator")).start()
+    yield process
+    process.stop()
+    scan_for_leaks(kube_cluster, process)
+
+
+def scan_for_leaks(cluster: TestCluster, process: OperatorProcess) -> None:
+    """No registry password in the operator's log, any Connector, or any Event."""
+    places = [
+        ("operator log", process.log().encode()),
+        ("connectors", cluster.kubectl("get", "connectors", "-A", "-o", "json").stdout.encode()),
+        ("events", cluster.kubectl("get", "events", "-A", "-o", "json").stdout.encode()),
+        *leaks.SEEN,
+    ]
+    needles = [p.encode() for p in PASSWORDS]
+    needles += [base64.b64encode(p.encode()) for p in PASSWORDS]
+    assert leaks.find_leaks(needles, places) == []
+
+
+def apply(cluster: TestCluster, *documents: str, namespace: str = NS) -> None:
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", stdin="\n---\n".join(documents))
+
+
+def test_seed_step_2_becomes_ready_with_its_proxy_address_and_service(
+    kube_cluster: TestCluster, operator: OperatorProcess, registry: LocalRegistry
+):
+    apply(
+        kube_cluster,
+        seed.step_2(address=registry.url, username=registry.username, password=registry.password),
+    )
+    body = wait_for(kube_cluster, NS, "pypi-connector")
+    url = "http://c-pypi-connector.connectors-pypi-demo.svc.cluster.local"
+    assert body["status"]["proxy"]["httpAddress"] == {"url": url, "audience": url}
+    assert body["status"]["observedGeneration"] == body["metadata"]["generation"]
+    kinds = {c["type"]: c["status"] for c in body["status"]["conditions"]}
+    assert kinds == {
+        "ConnectorClassReady": "True", "SecretReady": "True", "LivenessReady": "True",
+        "AuthReady": "True", "ProxyServiceReady": "True", "Ready": "True",
+    }  # fmt: skip
+
+    header, row = kube_cluster.kubectl(
+        "get", "connector", "pypi-connector", "-n", NS
+    ).stdout.splitlines()
+    assert header.split() == ["NAME", "CLASS", "ADDRESS", "READY", "REASON", "AGE"]
+    assert row.split()[:4] == ["pypi-connector", "pypi", registry.url, "True"]
+
+    service = kube_cluster.kubectl_json("get", "service", "c-pypi-connector", "-n", NS)
+    assert service["spec"]["type"] == "ExternalName"  # type: ignore[index]
+    assert service["spec"]["externalName"] == (  # type: ignore[index]
+        "connectors-proxy.connectors-system.svc.cluster.local"
+    )
+    (owner,) = service["metadata"]["ownerReferences"]  # type: ignore[index]
+    assert (owner["kind"], owner["name"], owner["uid"]) == (
+        "Connector", "pypi-connector", body["metadata"]["uid"],
+    )  # fmt: skip
+
+
+def test_the_builtin_pypi_class_is_installed_by_the_operator(
+    kube_cluster: TestCluster, operator: OperatorProcess
+):
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        found = kube_cluster.kubectl("get", "connectorclass", "pypi", check=False)
+        if found.returncode == 0:
+            break
+        time.sleep(0.25)
+    spec = kube_cluster.kubectl_json("get", "connectorclass", "pypi")["spec"]
+    assert [c["name"] for c in spec["configurations"]] == ["pipconf", "pypirc", "uvtoml", "netrc"]  # type: ignore[index]
+
+
+def test_a_wrong_password_fails_auth_until_the_secret_is_fixed(
+    kube_cluster: TestCluster, operator: OperatorProcess, registry: LocalRegistry
+):
+    apply(
+        kube_cluster,
+        secret_manifest("wrong-secret", registry.username, "not-the-password"),
+        connector_manifest("wrong-password", registry.url, secret="wrong-secret"),
+    )
+    body = wait_for(
+        kube_cluster, NS, "wrong-password", status="False", reason="AuthenticationFailed"
+    )
+    assert condition(body, "AuthReady")["reason"] == "AuthenticationFailed"
+    assert "fix the username or password in the Secret" in condition(body, "AuthReady")["message"]
+    apply(kube_cluster, secret_manifest("wrong-secret", registry.username, registry.password))
+    wait_for(kube_cluster, NS, "wrong-password", timeout=15)
+
+
+def test_a_missing_secret_is_secret_not_found_until_it_appears(
+    kube_cluster: TestCluster, operator: OperatorProcess, registry: LocalRegistry
+):
+    apply(kube_cluster, connector_manifest("no-secret", registry.url, secret="later-secret"))
+    body = wait_for(kube_cluster, NS, "no-secret", status="False", reason="SecretNotFound")
+    assert condition(body, "SecretReady")["message"] == (
+        f"Secret later-secret not found in namespace {NS}: "
+        "create it or fix spec.auth.secretRef.name"
+    )
+    apply(kube_cluster, secret_manifest("later-secret", registry.username, registry.password))
+    wait_for(kube_cluster, NS, "no-secret", timeout=15)
+
+
+def test_an_unknown_class_is_connector_class_not_found(
+    kube_cluster: TestCluster, operator: OperatorProcess, registry: LocalRegistry
+):
+    apply(kube_cluster, connector_manifest("no-class", registry.url, class_name="maven"))
+    body = wait_for(kube_cluster, NS, "no-class", status="False", reason="ConnectorClassNotFound")
+    assert condition(body, "ConnectorClassReady")["status"] == "False"
+
+
+def test_an_unreachable_registry_is_connection_failed(
+    kube_cluster: TestCluster, operator: OperatorProcess, registry: LocalRegistry
+):
+    closed = f"http://127.0.0.1:{localregistry.free_port()}"
+    apply(
+        kube_cluster,
+        secret_manifest("down-secret", registry.username, registry.password),
+        connector_manifest("down", closed, secret="down-secret"),
+    )
+    body = wait_for(kube_cluster, NS, "down", status="False", reason="ConnectionFailed")
+    assert condition(body, "LivenessReady")["message"].startswith(f"cannot reach {closed}/simple/")
+
+
+def test_a_registry_going_down_and_coming_back_flips_ready_within_an_interval(
+    kube_cluster: TestCluster, operator: OperatorProcess, tmp_path: Path
+):
+    port = localregistry.free_port()
+    with localregistry.pypiserver(tmp_path / "a", port=port) as flaky:
+        PASSWORDS.append(flaky.password)
+        apply(
+            kube_cluster,
+            secret_manifest("flaky-secret", flaky.username, flaky.password),
+            connector_manifest("flaky", flaky.url, secret="flaky-secret"),
+        )
+        wait_for(kube_cluster, NS, "flaky")
+    wait_for(kube_cluster, NS, "flaky", status="False", reason="ConnectionFailed", timeout=10)
+    with localregistry.pypiserver(tmp_path / "b", port=port, password=flaky.password):
+        wait_for(kube_cluster, NS, "flaky", timeout=10)
+    events = kube_cluster.kubectl(
+        "get", "events", "-n", NS, "--field-selector", "involvedObject.name=flaky",
+        "-o", "jsonpath={range .items[*]}{.type} {.reason}{'\\n'}{end}",
+    ).stdout.splitlines()  # fmt: skip
+    assert "Warning ConnectionFailed" in events and "Normal Ready" in events
+
+
+def test_deleting_a_connector_removes_its_service(
+    kube_cluster: TestCluster, operator: OperatorProcess, registry: LocalRegistry
+):
+    apply(
+        kube_cluster,
+        secret_manifest("short-secret", registry.username, registry.password),
+        connector_manifest("short-lived", registry.url, secret="short-secret"),
+    )
+    wait_for(kube_cluster, NS, "short-lived")
+    kube_cluster.kubectl(
+        "delete", "connector", "short-lived", "-n", NS, "--wait=true", "--timeout=20s"
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        found = kube_cluster.kubectl("get", "service", "c-short-lived", "-n", NS, check=False)
+        if "NotFound" in found.stderr:
+            return
+        time.sleep(0.5)
+    raise AssertionError("the Service of a deleted Connector was not garbage-collected")
+
+
+def test_a_restarted_operator_converges_without_rewriting_anything(
+    kube_cluster: TestCluster, operator: OperatorProcess, registry: LocalRegistry
+):
+    apply(
+        kube_cluster,
+        seed.step_2(address=registry.url, username=registry.username, password=registry.password),
+    )
+    before = wait_for(kube_cluster, NS, "pypi-connector")
+    operator.stop()
+    operator.start()
+    time.sleep(8)  # several re-probe intervals of the new process
+    after = connector(kube_cluster, NS, "pypi-connector")
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+    assert after["status"] == before["status"]
+    services = kube_cluster.kubectl(
+        "get", "services", "-n", NS, "-l", "connectors.alauda.io/connector=pypi-connector",
+        "-o", "name",
+    ).stdout.split()  # fmt: skip
+    assert services == ["service/c-pypi-connector"]
+
+
+def test_a_deleted_service_is_recreated(
+    kube_cluster: TestCluster, operator: OperatorProcess, registry: LocalRegistry
+):
+    apply(
+        kube_cluster,
+        seed.step_2(address=registry.url, username=registry.username, password=registry.password),
+    )
+    wait_for(kube_cluster, NS, "pypi-connector")
+    kube_cluster.kubectl("delete", "service", "c-pypi-connector", "-n", NS)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if (
+            kube_cluster.kubectl(
+                "get", "service", "c-pypi-connector", "-n", NS, check=False
+            ).returncode
+            == 0
+        ):
+            return
+        time.sleep(0.25)
+    raise AssertionError("the deleted Service was not recreated")
+
+
+def test_a_second_replica_waits_and_takes_over_when_the_leader_stops(
+    kube_cluster: TestCluster, operator: OperatorProcess, registry: LocalRegistry, tmp_path: Path
+):
+    standby = OperatorProcess(kube_cluster, tmp_path).start()
+    try:
+        time.sleep(3)
+        assert "another replica leads" in standby.log()
+        operator.stop()
+        apply(
+            kube_cluster,
+            secret_manifest("takeover-secret", registry.username, registry.password),
+            connector_manifest("takeover", registry.url, secret="takeover-secret"),
+        )
+        # The stopped leader's lease lapses after 15 s; then the standby leads.
+        wait_for(kube_cluster, NS, "takeover", timeout=45)
+        lease = kube_cluster.kubectl_json(
+            "get", "lease", "connectors-operator", "-n", "connectors-system"
+        )
+        holder = lease["spec"]["holderIdentity"]  # type: ignore[index]
+        assert f"leading as {holder} " in standby.log()
+        assert lease["spec"]["leaseTransitions"] >= 1  # type: ignore[index]
+    finally:
+        standby.stop()
+        operator.start()
