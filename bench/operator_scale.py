@@ -26,7 +26,7 @@ from pathlib import Path
 
 from connectors.standalone import localregistry
 from tests.support import testcluster
-from tests.support.operator import OperatorProcess
+from tests.support.components import OperatorProcess
 from tests.support.standalone import connector_manifest, secret_manifest
 
 NAMESPACE = "bench-scale"

@@ -24,6 +24,7 @@ from connectors.auth import tokens
 from connectors.kube import client as kube_client
 from connectors.kube import config as kube_config
 from connectors.kube import install
+from connectors.proxy import cluster
 from connectors.standalone import commands, demo, server, state
 
 
@@ -130,6 +131,18 @@ def build_parser() -> argparse.ArgumentParser:
     op.add_argument("--lease-namespace", default=None, help="default: --proxy-namespace")
     op.add_argument("--workers", type=int, default=16, help="connectors reconciled at once")
 
+    prx = sub.add_parser("proxy", help="the shared proxy of a cluster")
+    prx.add_argument("--kubeconfig", type=Path, default=None)
+    prx.add_argument("--listen", default="0.0.0.0:8080", help="HOST:PORT for clients")
+    prx.add_argument("--metrics-listen", default="0.0.0.0:9090", help="HOST:PORT for /metrics")
+    prx.add_argument("--cluster-domain", default="cluster.local")
+    prx.add_argument(
+        "--decision-ttl",
+        type=float,
+        default=10.0,
+        help="seconds a token decision is reused (never past the token's expiry)",
+    )
+
     inst = sub.add_parser("install", help="install cluster-wide definitions into a cluster")
     inst.add_argument("what", choices=["crds"])
     inst.add_argument("--kubeconfig", type=Path, default=None)
@@ -155,49 +168,56 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    if args.command == "serve":
-        return _serve(args)
-    if args.command == "demo":
-        return demo.run()
-    if args.command == "install":
-        return _install(args)
-    if args.command == "operator":
-        return _operator(args)
-    place = _place(args)
-    if args.command == "get":
-        document = asyncio.run(commands.current_status(place))
-        sys.stdout.write(commands.connectors_table(document, args.namespace))
-        for problem in document.get("problems", []):
-            print(f"warning: {problem}", file=sys.stderr)
-        return 0
-    if args.command == "token":
-        scopes = (tokens.SCOPE_DOWNLOAD,) if args.read_only else tokens.ALL_SCOPES
-        print(
-            commands.issue_token(
-                place,
-                args.namespace,
-                args.name,
-                ttl_seconds=tokens.parse_duration(args.ttl),
-                scopes=scopes,
-            )
-        )
-        return 0
-    if args.command == "render":
-        files = commands.render_files(
-            place,
+    commands_by_name = {
+        "serve": _serve,
+        "demo": lambda _: demo.run(),
+        "install": _install,
+        "operator": _operator,
+        "proxy": _proxy,
+        "get": _get,
+        "token": _token,
+        "render": _render,
+    }
+    return commands_by_name[args.command](args)
+
+
+def _get(args: argparse.Namespace) -> int:
+    document = asyncio.run(commands.current_status(_place(args)))
+    sys.stdout.write(commands.connectors_table(document, args.namespace))
+    for problem in document.get("problems", []):
+        print(f"warning: {problem}", file=sys.stderr)
+    return 0
+
+
+def _token(args: argparse.Namespace) -> int:
+    scopes = (tokens.SCOPE_DOWNLOAD,) if args.read_only else tokens.ALL_SCOPES
+    print(
+        commands.issue_token(
+            _place(args),
             args.namespace,
             args.name,
-            args.configuration,
             ttl_seconds=tokens.parse_duration(args.ttl),
+            scopes=scopes,
         )
-        if args.output_dir is None:
-            for filename, content in files.items():
-                sys.stdout.write(f"# {filename}\n{content}")
-        else:
-            for path in commands.write_files(args.output_dir, files):
-                print(path)
-        return 0
-    raise AssertionError(args.command)
+    )
+    return 0
+
+
+def _render(args: argparse.Namespace) -> int:
+    files = commands.render_files(
+        _place(args),
+        args.namespace,
+        args.name,
+        args.configuration,
+        ttl_seconds=tokens.parse_duration(args.ttl),
+    )
+    if args.output_dir is None:
+        for filename, content in files.items():
+            sys.stdout.write(f"# {filename}\n{content}")
+    else:
+        for path in commands.write_files(args.output_dir, files):
+            print(path)
+    return 0
 
 
 def _operator(args: argparse.Namespace) -> int:
@@ -214,6 +234,29 @@ def _operator(args: argparse.Namespace) -> int:
     )
     asyncio.run(operator_main.run(kube_config.load(args.kubeconfig), settings))
     return 0
+
+
+def _proxy(args: argparse.Namespace) -> int:
+    host, port = _host_port(args.listen)
+    metrics_host, metrics_port = _host_port(args.metrics_listen)
+    options = cluster.ClusterProxyOptions(
+        host=host,
+        port=port,
+        metrics_host=metrics_host,
+        metrics_port=metrics_port,
+        cluster_domain=args.cluster_domain,
+        decision_ttl_seconds=args.decision_ttl,
+    )
+    asyncio.run(cluster.run(kube_config.load(args.kubeconfig), options))
+    return 0
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    try:
+        return host.strip("[]") or "127.0.0.1", int(port)
+    except ValueError:
+        raise ConnectorsError(f"{text!r} is not HOST:PORT") from None
 
 
 def _install(args: argparse.Namespace) -> int:
@@ -234,16 +277,12 @@ def _install(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     place = _place(args)
-    host, _, port = args.listen.rpartition(":")
-    try:
-        port_number = int(port)
-    except ValueError:
-        raise ConnectorsError(f"--listen {args.listen!r} is not HOST:PORT") from None
+    host, port = _host_port(args.listen)
     options = server.ServeOptions(
         config_dir=place.config_dir,
         state_dir=place.state_dir,
-        host=host.strip("[]") or "127.0.0.1",
-        port=port_number,
+        host=host,
+        port=port,
         advertise_url=args.advertise_url,
         reconcile_interval_seconds=args.reconcile_interval,
     )

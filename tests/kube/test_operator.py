@@ -13,7 +13,7 @@ import pytest
 from connectors.standalone import localregistry
 from connectors.standalone.localregistry import LocalRegistry
 from tests.support import leaks, seed
-from tests.support.operator import OperatorProcess, condition, connector, wait_for
+from tests.support.components import OperatorProcess, condition, connector, wait_for
 from tests.support.standalone import connector_manifest, secret_manifest
 from tests.support.testcluster import TestCluster
 
@@ -34,8 +34,10 @@ def operator(
     kube_cluster.kubectl("create", "namespace", NS, check=False)
     process = OperatorProcess(kube_cluster, tmp_path_factory.mktemp("operator")).start()
     yield process
-    process.stop()
     scan_for_leaks(kube_cluster, process)
+    # Deleting the namespace with everything in it finishes: nothing holds a finalizer.
+    kube_cluster.kubectl("delete", "namespace", NS, "--wait=true", "--timeout=60s")
+    process.stop()
 
 
 def scan_for_leaks(cluster: TestCluster, process: OperatorProcess) -> None:

@@ -195,6 +195,7 @@ class TestCluster:
         self.kubeconfig = workdir / "admin.kubeconfig"
         self.pids_file = workdir / "pids.json"
         self.server = ""
+        self._apiserver: list[str] = []
 
     # Starting and stopping ---------------------------------------------------------------
 
@@ -205,9 +206,8 @@ class TestCluster:
         self.server = f"https://127.0.0.1:{api_port}"
         pids = {"etcd": self._spawn("etcd", self._etcd_args(etcd_port, peer_port))}
         self._write_pids(pids)
-        pids["kube-apiserver"] = self._spawn(
-            "kube-apiserver", self._apiserver_args(etcd_port, api_port)
-        )
+        self._apiserver = self._apiserver_args(etcd_port, api_port)
+        pids["kube-apiserver"] = self._spawn("kube-apiserver", self._apiserver)
         self._write_pids(pids)
         ca = (self.pki / "ca.crt").read_bytes()
         admin = {
@@ -230,6 +230,20 @@ class TestCluster:
         for name in reversed(list(pids)):
             _terminate(pids[name])
         self.pids_file.unlink(missing_ok=True)
+
+    def stop_apiserver(self) -> None:
+        """Kill the API server at once, as a crash would (etcd and the controller manager
+        keep running)."""
+        pids = self._read_pids()
+        _terminate(pids.pop("kube-apiserver"), grace=0)
+        self._write_pids(pids)
+
+    def start_apiserver(self, timeout: float = 90.0) -> None:
+        """Bring the API server back on the same address, with the same keys and data."""
+        pids = self._read_pids()
+        pids["kube-apiserver"] = self._spawn("kube-apiserver", self._apiserver)
+        self._write_pids(pids)
+        self._wait_ready(timeout)
 
     def _spawn(self, binary: str, args: list[str]) -> int:
         log = (self.workdir / f"{binary}.log").open("ab")
@@ -378,8 +392,9 @@ def _alive(pid: int) -> bool:
 
 
 def _terminate(pid: int, grace: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL after `grace` seconds (at once with 0); returns once it is gone."""
     try:
-        os.killpg(pid, signal.SIGTERM)
+        os.killpg(pid, signal.SIGKILL if grace <= 0 else signal.SIGTERM)
     except ProcessLookupError:
         return
     deadline = time.monotonic() + grace
@@ -387,6 +402,9 @@ def _terminate(pid: int, grace: float = 10.0) -> None:
         time.sleep(0.1)
     if _alive(pid):
         os.killpg(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.05)
 
 
 def main(argv: list[str]) -> int:

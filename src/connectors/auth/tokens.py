@@ -37,6 +37,8 @@ class Identity:
     expires_at: float
     scopes: frozenset[str] = frozenset(ALL_SCOPES)
     pod: str = ""
+    uid: str = ""
+    groups: tuple[str, ...] = ()
 
 
 def issue(

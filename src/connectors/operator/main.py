@@ -57,7 +57,9 @@ async def run(config: ClusterConfig, settings: OperatorSettings) -> None:
         )
         await elector.acquire()
         await install_builtin_classes(kube)
-        store = KubeStore(kube, retry_seconds=settings.retry_seconds)
+        store = KubeStore(
+            kube, base_classes=builtin.builtin_classes(), retry_seconds=settings.retry_seconds
+        )
         await store.start()
         controller = ConnectorController(kube, store, session, settings)
         controller.start()

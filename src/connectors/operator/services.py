@@ -13,6 +13,7 @@ from typing import Any
 
 from connectors.api.resources import API_VERSION, Connector
 from connectors.operator.settings import OperatorSettings
+from connectors.proxy import routing
 
 MANAGED_BY = "connectors-operator"
 CONNECTOR_LABEL = "connectors.alauda.io/connector"
@@ -23,8 +24,12 @@ def service_name(connector: Connector) -> str:
 
 
 def proxy_url(connector: Connector, settings: OperatorSettings) -> str:
-    host = f"{service_name(connector)}.{connector.namespace}.svc.{settings.cluster_domain}"
-    return f"{settings.proxy_scheme}://{host}"
+    return routing.cluster_url(
+        connector.namespace,
+        connector.name,
+        domain=settings.cluster_domain,
+        scheme=settings.proxy_scheme,
+    )
 
 
 def desired_service(connector: Connector, settings: OperatorSettings) -> dict[str, Any]:

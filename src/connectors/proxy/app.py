@@ -11,7 +11,9 @@ Anything else is the registry's own answer, passed through.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 
 import aiohttp
@@ -19,16 +21,21 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from connectors.api.errors import AuthUnavailable, PermissionDenied, TokenError
-from connectors.auth import credentials
+from connectors.auth import credentials, tokens
 from connectors.auth.authenticator import Authenticator
 from connectors.proxy import forwarding, routing, safety
+from connectors.proxy.metrics import ProxyMetrics
 from connectors.proxy.targets import TargetCache
 from connectors.store.base import Store
 
 log = logging.getLogger(__name__)
+audit_log = logging.getLogger("connectors.audit")
 
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _REFUSED_METHODS = frozenset({"CONNECT", "TRACE", "TRACK"})
+
+
+AudienceFor = Callable[[str, str], str]  # (namespace, name) -> the audience tokens must carry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,7 +44,7 @@ class ProxyConfig:
 
     store: Store
     authenticator: Authenticator
-    audience_for: Callable[[str, str], str]  # (namespace, name) -> expected token audience
+    audience_for: AudienceFor
     is_ready: Callable[[], bool] = lambda: True
     forward: forwarding.ForwardSettings = forwarding.ForwardSettings()
 
@@ -45,13 +52,20 @@ class ProxyConfig:
 CONFIG = web.AppKey("config", ProxyConfig)
 TARGETS = web.AppKey("targets", TargetCache)
 SESSION = web.AppKey("session", aiohttp.ClientSession)
+METRICS = web.AppKey("metrics", ProxyMetrics)
+
+# What handling learned about a request, for the audit line and the metrics.
+ROUTE = "connectors.route"
+IDENTITY = "connectors.identity"
 
 
-def make_app(config: ProxyConfig) -> web.Application:
+def make_app(config: ProxyConfig, metrics: ProxyMetrics | None = None) -> web.Application:
     app = web.Application(
-        handler_args={"max_field_size": 16 * 1024}, middlewares=[refuse_unsafe_requests]
+        handler_args={"max_field_size": 16 * 1024},
+        middlewares=[audit, refuse_unsafe_requests],
     )
     app[CONFIG] = config
+    app[METRICS] = metrics or ProxyMetrics()
     app[TARGETS] = TargetCache(config.store)
     app.cleanup_ctx.append(_upstream_session)
     app.router.add_route("*", "/{tail:.*}", handle)
@@ -65,6 +79,45 @@ async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
     ) as session:
         app[SESSION] = session
         yield
+
+
+@web.middleware
+async def audit(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """One audit line and one set of metrics per request; never a token or a credential."""
+    started = time.monotonic()
+    response = await handler(request)
+    found: routing.Route | None = request.get(ROUTE)
+    if found is None:
+        return response
+    identity: tokens.Identity | None = request.get(IDENTITY)
+    duration = time.monotonic() - started
+    connector = f"{found.namespace}/{found.name}"
+    sent = response.body_length
+    audit_log.info(
+        json.dumps(
+            {
+                "connector": found.name,
+                "namespace": found.namespace,
+                "identity": identity.subject if identity else "",
+                "pod": identity.pod if identity else "",
+                "method": request.method,
+                "path": request.raw_path.partition("?")[0],
+                "status": response.status,
+                "bytes_in": request.content_length or 0,
+                "bytes_out": sent,
+                "duration_ms": round(duration * 1000, 1),
+            },
+            separators=(",", ":"),
+        )
+    )
+    metrics = request.app[METRICS]
+    metrics.requests.labels(connector, request.method, str(response.status)).inc()
+    metrics.bytes.labels(connector).inc(sent)
+    metrics.latency.labels(connector).observe(duration)
+    failure = request.get(forwarding.UPSTREAM_ERROR)
+    if failure:
+        metrics.upstream_errors.labels(connector, failure).inc()
+    return response
 
 
 @web.middleware
@@ -83,6 +136,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
     found = routing.route(request.host, path)
     if found is None:
         return _unrouted(request, path)
+    request[ROUTE] = found
     config = request.app[CONFIG]
     target = request.app[TARGETS].get(found.namespace, found.name)
     if target is None:
@@ -111,15 +165,18 @@ async def handle(request: web.Request) -> web.StreamResponse:
 async def _authorize(
     request: web.Request, config: ProxyConfig, found: routing.Route
 ) -> web.Response | None:
+    decisions = request.app[METRICS].auth
+    connector = f"{found.namespace}/{found.name}"
     token = credentials.token_from_authorization(request.headers.get("Authorization"))
     if token is None:
+        decisions.labels(connector, "no_token").inc()
         return forwarding.error_response(
             401,
             "a token is required: send it as the Basic password or as a Bearer token",
             challenge=True,
         )
     try:
-        await config.authenticator.authorize(
+        request[IDENTITY] = await config.authenticator.authorize(
             token,
             audience=config.audience_for(found.namespace, found.name),
             namespace=found.namespace,
@@ -127,11 +184,15 @@ async def _authorize(
             upload=request.method not in _SAFE_METHODS,
         )
     except TokenError as exc:
+        decisions.labels(connector, "unauthenticated").inc()
         return forwarding.error_response(401, f"token refused: {exc}", challenge=True)
     except PermissionDenied as exc:
+        decisions.labels(connector, "forbidden").inc()
         return forwarding.error_response(403, str(exc))
     except AuthUnavailable as exc:
+        decisions.labels(connector, "unavailable").inc()
         return forwarding.error_response(503, f"cannot check the token now: {exc}")
+    decisions.labels(connector, "allowed").inc()
     return None
 
 

@@ -37,6 +37,9 @@ HOP_BY_HOP = frozenset(
 _REQUEST_DROPPED = HOP_BY_HOP | {"host", "authorization", "cookie", "accept-encoding", "expect"}
 _RESPONSE_DROPPED = HOP_BY_HOP | {"set-cookie", "content-length", "www-authenticate"}
 
+# Set on the request when the registry failed: connect, timeout, protocol, truncated, refused.
+UPSTREAM_ERROR = "connectors.upstream_error"
+
 
 @dataclasses.dataclass(frozen=True)
 class ForwardSettings:
@@ -105,6 +108,7 @@ async def forward(
             ssl=target.tls if destination.url.startswith("https:") else True,
         ) as upstream:
             if upstream.status == 401 and destination.own_host:
+                request[UPSTREAM_ERROR] = "refused"
                 return error_response(
                     502,
                     f"the registry of connector {where} refused the connector's "
@@ -119,6 +123,7 @@ async def forward(
                 return await _rewritten(upstream, headers, target, client_base, settings)
             return await _streamed(request, upstream, headers, settings)
     except aiohttp.ClientConnectorError as exc:
+        request[UPSTREAM_ERROR] = "connect"
         log.warning(
             "connector %s: cannot reach %s: %s",
             where,
@@ -131,12 +136,14 @@ async def forward(
             f"{_origin(destination.url)}: connection failed",
         )
     except TimeoutError:
+        request[UPSTREAM_ERROR] = "timeout"
         return error_response(
             504,
             f"the registry of connector {where} did not answer within "
             f"{settings.read_timeout_seconds:g}s",
         )
     except aiohttp.ClientError as exc:
+        request[UPSTREAM_ERROR] = "protocol"
         log.warning("connector %s: upstream failed: %s", where, exc.__class__.__name__)
         return error_response(
             502, f"the registry of connector {where} failed: {exc.__class__.__name__}"
@@ -199,6 +206,7 @@ async def _streamed(
     except (aiohttp.ClientError, TimeoutError) as exc:
         # The body is cut short: close the connection so the client cannot mistake what
         # it got for the whole file.
+        request[UPSTREAM_ERROR] = "truncated"
         log.warning(
             "upstream body ended early (%s); closing the client connection", exc.__class__.__name__
         )

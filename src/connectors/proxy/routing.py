@@ -41,3 +41,11 @@ def route(host: str | None, path: str) -> Route | None:
 
 def path_form(namespace: str, name: str) -> str:
     return f"/namespaces/{namespace}/connectors/{name}"
+
+
+def cluster_url(
+    namespace: str, name: str, *, domain: str = "cluster.local", scheme: str = "http"
+) -> str:
+    """A connector's address inside a cluster (its Service `c-<name>`): also the audience
+    its tokens must carry."""
+    return f"{scheme}://c-{name}.{namespace}.svc.{domain}"

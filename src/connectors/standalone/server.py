@@ -22,6 +22,7 @@ from connectors.auth.keys import KeyRing
 from connectors.classes.builtin import builtin_classes
 from connectors.proxy import app as proxy_app
 from connectors.proxy import routing
+from connectors.proxy.metrics import ProxyMetrics
 from connectors.reconcile.reconciler import ProxyInfo, ReconcileSettings, reconcile
 from connectors.standalone.state import StateDir
 from connectors.standalone.statusboard import StatusBoard
@@ -87,13 +88,15 @@ class StandaloneServer:
         await self.stop()
 
     async def start(self) -> None:
+        authenticator = LocalAuthenticator(self.keys)
+        self.metrics = ProxyMetrics(lambda: (authenticator.cache.hits, authenticator.cache.misses))
         config = proxy_app.ProxyConfig(
             store=self.store,
-            authenticator=LocalAuthenticator(self.keys),
+            authenticator=authenticator,
             audience_for=lambda ns, name: connector_url(self.url, ns, name),
             is_ready=self._reconciled_once.is_set,
         )
-        self._runner = web.AppRunner(proxy_app.make_app(config))
+        self._runner = web.AppRunner(proxy_app.make_app(config, self.metrics))
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.options.host, self.options.port)
         await site.start()

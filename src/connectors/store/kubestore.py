@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from connectors.api import manifests
@@ -52,10 +52,20 @@ WATCHED = (
 
 
 class KubeStore:
-    """Start with `await store.start()`; `await store.synced()` waits for the first lists."""
+    """Start with `await store.start()`; `await store.synced()` waits for the first lists.
 
-    def __init__(self, kube: KubeClient, *, retry_seconds: float = 2.0) -> None:
+    `base_classes` are present unless the cluster has a class of the same name (the
+    built-in classes, so a proxy serves before the operator has installed them)."""
+
+    def __init__(
+        self,
+        kube: KubeClient,
+        *,
+        base_classes: Iterable[ConnectorClass] = (),
+        retry_seconds: float = 2.0,
+    ) -> None:
         self.kube = kube
+        self.base_classes = {c.name: c for c in base_classes}
         self.retry_seconds = retry_seconds
         self._objects: dict[str, dict[tuple[str, str], Any]] = {w.kind: {} for w in WATCHED}
         self._snapshot = Snapshot()
@@ -69,7 +79,8 @@ class KubeStore:
             self._dirty = False
             self._snapshot = Snapshot(
                 connectors=dict(self._objects["Connector"]),
-                classes={name: c for (_, name), c in self._objects["ConnectorClass"].items()},
+                classes=self.base_classes
+                | {name: c for (_, name), c in self._objects["ConnectorClass"].items()},
                 secrets=dict(self._objects["Secret"]),
             )
         return self._snapshot

@@ -1,5 +1,5 @@
-"""Run `connectors operator` as a real process, with the ServiceAccount and RBAC of
-deploy/operator/rbac.yaml (never as cluster admin), against the test cluster."""
+"""Run connectors' cluster components (`operator`, `proxy`) as real processes, each with
+its own ServiceAccount and the RBAC shipped under deploy/ (never as cluster admin)."""
 
 from __future__ import annotations
 
@@ -13,33 +13,39 @@ from tests.support import leaks
 from tests.support.standalone import CONNECTORS
 from tests.support.testcluster import TestCluster
 
-RBAC = Path(__file__).parents[2] / "deploy" / "operator" / "rbac.yaml"
+DEPLOY = Path(__file__).parents[2] / "deploy"
 SYSTEM_NAMESPACE = "connectors-system"
 
 
-def operator_kubeconfig(cluster: TestCluster) -> Path:
-    """A kubeconfig holding a fresh token of the operator's own ServiceAccount."""
+def account_kubeconfig(cluster: TestCluster, account: str, rbac: Path) -> Path:
+    """A kubeconfig holding a fresh token of a component's own ServiceAccount, after
+    applying that component's RBAC as shipped."""
     cluster.kubectl("create", "namespace", SYSTEM_NAMESPACE, check=False)
-    cluster.kubectl("apply", "-f", str(RBAC))
+    cluster.kubectl("apply", "-f", str(rbac))
     token = cluster.kubectl(
-        "create", "token", "connectors-operator", "-n", SYSTEM_NAMESPACE, "--duration=2h"
+        "create", "token", account, "-n", SYSTEM_NAMESPACE, "--duration=2h"
     ).stdout.strip()
-    return cluster.token_kubeconfig("connectors-operator", token)
+    return cluster.token_kubeconfig(account, token)
 
 
-class OperatorProcess:
-    def __init__(self, cluster: TestCluster, workdir: Path, *extra: str) -> None:
+class ComponentProcess:
+    """`connectors <command>` as a real process with its ServiceAccount's token."""
+
+    def __init__(
+        self, cluster: TestCluster, workdir: Path, command: str, account: str, rbac: Path,
+        *extra: str,
+    ) -> None:  # fmt: skip
         self.cluster = cluster
-        self.kubeconfig = operator_kubeconfig(cluster)
-        self.log_file = workdir / f"operator-{time.monotonic_ns()}.log"
+        self.command = command
+        self.kubeconfig = account_kubeconfig(cluster, account, rbac)
+        self.log_file = workdir / f"{command}-{time.monotonic_ns()}.log"
         self.extra = extra
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> OperatorProcess:
+    def start(self) -> ComponentProcess:
         with self.log_file.open("ab") as log:
             self.process = subprocess.Popen(
-                [CONNECTORS, "operator", "--kubeconfig", str(self.kubeconfig),
-                 "--reprobe-interval", "2", *self.extra],
+                [CONNECTORS, self.command, "--kubeconfig", str(self.kubeconfig), *self.extra],
                 stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
         return self
@@ -52,10 +58,18 @@ class OperatorProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        leaks.record(f"operator log {self.log_file.name}", self.log())
+        leaks.record(f"{self.command} log {self.log_file.name}", self.log())
 
     def log(self) -> str:
         return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
+
+
+class OperatorProcess(ComponentProcess):
+    def __init__(self, cluster: TestCluster, workdir: Path, *extra: str) -> None:
+        super().__init__(
+            cluster, workdir, "operator", "connectors-operator", DEPLOY / "operator" / "rbac.yaml",
+            "--reprobe-interval", "2", *extra,
+        )  # fmt: skip
 
 
 def connector(cluster: TestCluster, namespace: str, name: str) -> dict[str, Any]:

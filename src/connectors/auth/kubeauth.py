@@ -1,0 +1,158 @@
+"""Kubernetes mode's authenticator: TokenReview for who, SubjectAccessReview for may-they.
+
+A workload presents its own short-lived ServiceAccount token. TokenReview, asked with the
+connector's proxy URL as the only audience, says whether the token is valid for this
+connector (the answer must list that audience back). SubjectAccessReview then asks whether
+that identity may use this Connector:
+
+- downloading needs `get` on `connectors.alauda.io` `connectors` (the Connector by name);
+- uploading needs `create` on the subresource `connectors/proxy`, a separate grant, so a
+  read-only workload cannot publish.
+
+Identities are cached by SHA-256 of the token for `ttl_seconds` and never past the token's
+`exp`; permission answers by identity and request for the same time. When the API server
+cannot be asked, cached answers stand until they expire and everything else is refused
+with AuthUnavailable (503): the proxy fails closed.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import time
+from typing import Any
+
+from connectors.api.errors import (
+    ApiError,
+    ApiUnavailable,
+    AuthUnavailable,
+    PermissionDenied,
+    TokenError,
+)
+from connectors.api.resources import GROUP
+from connectors.auth import tokens
+from connectors.auth.authenticator import DecisionCache
+from connectors.kube.client import KubeClient
+
+log = logging.getLogger(__name__)
+
+POD_NAME_EXTRA = "authentication.kubernetes.io/pod-name"
+DOWNLOAD = ("get", "")
+UPLOAD = ("create", "proxy")
+
+
+class KubeAuthenticator:
+    def __init__(self, kube: KubeClient, *, ttl_seconds: float = 10.0) -> None:
+        self.kube = kube
+        self.cache = DecisionCache(ttl_seconds=ttl_seconds)
+        self._allowed: dict[tuple[str, str, str, str, str], float] = {}
+        self.ttl_seconds = ttl_seconds
+
+    async def authorize(
+        self, token: str, *, audience: str, namespace: str, name: str, upload: bool
+    ) -> tokens.Identity:
+        identity = self.cache.get(token, audience)
+        if identity is None:
+            identity = await self._review(token, audience)
+            self.cache.put(token, audience, identity)
+        verb, subresource = UPLOAD if upload else DOWNLOAD
+        await self._check_access(identity, namespace, name, verb, subresource)
+        return identity
+
+    async def _review(self, token: str, audience: str) -> tokens.Identity:
+        body = {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenReview",
+            "spec": {"token": token, "audiences": [audience]},
+        }
+        status = await self._ask("/apis/authentication.k8s.io/v1/tokenreviews", body)
+        if not status.get("authenticated"):
+            raise TokenError(
+                "the token is not valid for this connector "
+                "(expired, revoked, bound to a deleted pod, or for another audience)"
+            )
+        if audience not in (status.get("audiences") or []):
+            raise TokenError("the token was issued for a different connector")
+        user = status.get("user") or {}
+        pods = (user.get("extra") or {}).get(POD_NAME_EXTRA) or [""]
+        return tokens.Identity(
+            subject=str(user.get("username", "")),
+            expires_at=_expiry(token) or time.time() + self.ttl_seconds,
+            pod=str(pods[0]),
+            uid=str(user.get("uid", "")),
+            groups=tuple(str(g) for g in user.get("groups") or ()),
+        )
+
+    async def _check_access(
+        self,
+        identity: tokens.Identity,
+        namespace: str,
+        name: str,
+        verb: str,
+        subresource: str,
+    ) -> None:
+        key = (identity.subject, namespace, name, verb, subresource)
+        now = time.time()
+        until = self._allowed.get(key)
+        if until is not None and until > now:
+            return
+        attributes = {
+            "group": GROUP,
+            "resource": "connectors",
+            "verb": verb,
+            "namespace": namespace,
+            "name": name,
+        }
+        if subresource:
+            attributes["subresource"] = subresource
+        body = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SubjectAccessReview",
+            "spec": {
+                "user": identity.subject,
+                "uid": identity.uid,
+                "groups": list(identity.groups),
+                "resourceAttributes": attributes,
+            },
+        }
+        status = await self._ask("/apis/authorization.k8s.io/v1/subjectaccessreviews", body)
+        if not status.get("allowed"):
+            what = "upload through" if subresource else "download through"
+            grant = (
+                f"create on connectors/proxy {name}" if subresource else f"get on connector {name}"
+            )
+            raise PermissionDenied(
+                f"{identity.subject} may not {what} connector {namespace}/{name}: "
+                f"grant it {grant} in namespace {namespace}"
+            )
+        self._allowed[key] = min(now + self.ttl_seconds, identity.expires_at)
+        if len(self._allowed) > 10_000:
+            self._allowed = {k: v for k, v in self._allowed.items() if v > now}
+
+    async def _ask(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            answer = await self.kube.request("POST", path, body=body)
+        except ApiUnavailable as exc:
+            raise AuthUnavailable("the Kubernetes API server cannot be reached") from exc
+        except ApiError as exc:
+            log.error("the API server refused a review (%s): check the proxy's RBAC", exc.status)
+            raise AuthUnavailable(
+                f"the API server refused to review the token ({exc.status})"
+            ) from exc
+        status = answer.get("status") or {}
+        return status if isinstance(status, dict) else {}
+
+
+def _expiry(token: str) -> float | None:
+    """The `exp` of a JWT the API server has just accepted (so reading it unverified is safe)."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (binascii.Error, ValueError):
+        return None
+    exp = claims.get("exp") if isinstance(claims, dict) else None
+    return float(exp) if isinstance(exp, int | float) else None

@@ -1,0 +1,90 @@
+"""`connectors proxy`: the shared proxy of a cluster.
+
+Resources come from a KubeStore (watches; no API read per request), tokens are checked by
+TokenReview and SubjectAccessReview, and each connector's audience is the address its
+Service gives it (`http://c-<name>.<namespace>.svc.<domain>`, or what the operator wrote in
+`status.proxy.httpAddress.audience`). Metrics are served on a port of their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import signal
+
+from aiohttp import web
+
+from connectors.auth.kubeauth import KubeAuthenticator
+from connectors.classes.builtin import builtin_classes
+from connectors.kube.client import KubeClient
+from connectors.kube.config import ClusterConfig
+from connectors.proxy import app as proxy_app
+from connectors.proxy import routing
+from connectors.proxy.metrics import ProxyMetrics
+from connectors.store.kubestore import KubeStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterProxyOptions:
+    host: str = "0.0.0.0"  # noqa: S104 (a proxy in a pod serves the pod network)
+    port: int = 8080
+    metrics_host: str = "0.0.0.0"  # noqa: S104
+    metrics_port: int = 9090
+    cluster_domain: str = "cluster.local"
+    decision_ttl_seconds: float = 10.0
+
+
+def audience_lookup(store: KubeStore, domain: str) -> proxy_app.AudienceFor:
+    def audience_for(namespace: str, name: str) -> str:
+        connector = store.snapshot().connectors.get((namespace, name))
+        status_proxy = connector.status.proxy if connector else None
+        if status_proxy and status_proxy.http_address and status_proxy.http_address.audience:
+            return status_proxy.http_address.audience
+        return routing.cluster_url(namespace, name, domain=domain)
+
+    return audience_for
+
+
+async def run(config: ClusterConfig, options: ClusterProxyOptions) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signum, stop.set)
+    async with KubeClient(config) as kube:
+        store = KubeStore(kube, base_classes=builtin_classes())
+        await store.start()
+        authenticator = KubeAuthenticator(kube, ttl_seconds=options.decision_ttl_seconds)
+        metrics = ProxyMetrics(lambda: (authenticator.cache.hits, authenticator.cache.misses))
+        settings = proxy_app.ProxyConfig(
+            store=store,
+            authenticator=authenticator,
+            audience_for=audience_lookup(store, options.cluster_domain),
+            is_ready=store.is_synced,
+        )
+        runners = [
+            web.AppRunner(proxy_app.make_app(settings, metrics)),
+            web.AppRunner(metrics.app()),
+        ]
+        try:
+            for runner, host, port in zip(
+                runners,
+                (options.host, options.metrics_host),
+                (options.port, options.metrics_port),
+                strict=True,
+            ):
+                await runner.setup()
+                await web.TCPSite(runner, host, port).start()
+            log.info(
+                "proxy listening on %s:%d, metrics on %s:%d",
+                options.host, options.port, options.metrics_host, options.metrics_port,
+            )  # fmt: skip
+            await stop.wait()
+        finally:
+            for runner in runners:
+                await runner.cleanup()
+            await store.stop()
