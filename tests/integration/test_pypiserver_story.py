@@ -15,41 +15,19 @@ from connectors.auth import tokens
 from connectors.auth.keys import KeyRing
 from connectors.standalone.localregistry import LocalRegistry
 from tests.support import clients, leaks, wire
+from tests.support import seed as seed_manifests
 from tests.support.standalone import Standalone
 from tests.support.wheels import make_wheel, sha256_of
 
 NS = "connectors-pypi-demo"
 NAME = "pypi-connector"
 
-SEED_STEP_2 = """\
-kind: Secret
-apiVersion: v1
-metadata:
-  name: pypi-registry-secret
-type: kubernetes.io/basic-auth
-stringData:
-  username: {username} # Replace with your PyPI registry username
-  password: {password} # Replace with your PyPI registry password
----
-apiVersion: connectors.alauda.io/v1alpha1
-kind: Connector
-metadata:
-  name: pypi-connector
-spec:
-  connectorClassName: pypi
-  address: {address} # Replace with your PyPI repository address
-  auth:
-    name: basicAuth
-    secretRef:
-      name: pypi-registry-secret
-"""
-
 
 @pytest.fixture(scope="module")
 def seed(standalone: Standalone, pypi_registry: LocalRegistry) -> Standalone:
     (standalone.config_dir / NS).mkdir(exist_ok=True)
     (standalone.config_dir / NS / "seed.yaml").write_text(
-        SEED_STEP_2.format(
+        seed_manifests.step_2(
             username=pypi_registry.username,
             password=pypi_registry.password,
             address=pypi_registry.url,
