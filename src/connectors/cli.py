@@ -120,6 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("demo", help="the quick start's whole story on this machine")
 
+    _add_cluster_commands(sub)
+    return parser
+
+
+def _add_cluster_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The Kubernetes components: operator, proxy, csi, install."""
     op = sub.add_parser("operator", help="reconcile Connectors in a cluster")
     op.add_argument("--kubeconfig", type=Path, default=None)
     op.add_argument("--proxy-service", default="connectors-proxy", help="the shared proxy Service")
@@ -143,12 +149,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds a token decision is reused (never past the token's expiry)",
     )
 
+    csi = sub.add_parser("csi", help="the CSI node plugin that mounts client files into pods")
+    csi.add_argument("--endpoint", required=True, help="unix:///path/to/csi.sock")
+    csi.add_argument(
+        "--node-id", default=os.environ.get("NODE_NAME", ""), help="default $NODE_NAME"
+    )
+    csi.add_argument("--kubeconfig", type=Path, default=None)
+    csi.add_argument(
+        "--state-dir", type=Path, default=Path("/var/lib/connectors-csi"), help="per-volume records"
+    )
+    csi.add_argument("--cluster-domain", default="cluster.local")
+    csi.add_argument(
+        "--api-audience",
+        default="https://kubernetes.default.svc.cluster.local",
+        help="the API server's audience, put first in every token",
+    )
+    csi.add_argument(
+        "--refresh-fraction",
+        type=float,
+        default=0.8,
+        help="share of a token's life after which a republish fetches a new one",
+    )
+
     inst = sub.add_parser("install", help="install cluster-wide definitions into a cluster")
     inst.add_argument("what", choices=["crds"])
     inst.add_argument("--kubeconfig", type=Path, default=None)
     inst.add_argument("--print", action="store_true", help="print the YAML, apply nothing")
     inst.add_argument("--dry-run", action="store_true", help="server-side dry run")
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -174,6 +201,7 @@ def _run(args: argparse.Namespace) -> int:
         "install": _install,
         "operator": _operator,
         "proxy": _proxy,
+        "csi": _csi,
         "get": _get,
         "token": _token,
         "render": _render,
@@ -248,6 +276,23 @@ def _proxy(args: argparse.Namespace) -> int:
         decision_ttl_seconds=args.decision_ttl,
     )
     asyncio.run(cluster.run(kube_config.load(args.kubeconfig), options))
+    return 0
+
+
+def _csi(args: argparse.Namespace) -> int:
+    from connectors.csi import server as csi_server  # grpc loads only here
+
+    if not args.node_id:
+        raise ConnectorsError("--node-id (or $NODE_NAME) is required")
+    options = csi_server.CsiOptions(
+        endpoint=args.endpoint,
+        node_id=args.node_id,
+        state_dir=args.state_dir,
+        api_audience=args.api_audience,
+        cluster_domain=args.cluster_domain,
+        refresh_fraction=args.refresh_fraction,
+    )
+    asyncio.run(csi_server.run(kube_config.load(args.kubeconfig), options))
     return 0
 
 

@@ -254,7 +254,7 @@ def test_a_second_replica_waits_and_takes_over_when_the_leader_stops(
             secret_manifest("takeover-secret", registry.username, registry.password),
             connector_manifest("takeover", registry.url, secret="takeover-secret"),
         )
-        # The stopped leader's lease lapses after 15 s; then the standby leads.
+        # The stopped leader hands its lease back; the standby takes it and leads.
         wait_for(kube_cluster, NS, "takeover", timeout=45)
         lease = kube_cluster.kubectl_json(
             "get", "lease", "connectors-operator", "-n", "connectors-system"

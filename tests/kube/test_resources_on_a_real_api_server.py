@@ -177,3 +177,22 @@ def test_install_against_an_unreachable_cluster_is_a_clear_error(tmp_path: Path)
     assert result.returncode == 1
     assert result.stderr.startswith("error: cannot reach the Kubernetes API at https://127.0.0.1:1")
     assert "t0ps3cret" not in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "manifest",
+    sorted(
+        str(p.relative_to(CRDS_FILE.parents[1]))
+        for p in CRDS_FILE.parents[1].rglob("*.yaml")
+        if "helm" not in p.parts
+    ),
+)
+def test_every_manifest_under_deploy_passes_a_server_side_dry_run(
+    kube_cluster: TestCluster, manifest: str
+):
+    kube_cluster.kubectl("create", "namespace", "connectors-system", check=False)
+    result = kube_cluster.kubectl(
+        "apply", "--dry-run=server", "-f", str(CRDS_FILE.parents[1] / manifest), check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert "(server dry run)" in result.stdout

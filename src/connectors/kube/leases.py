@@ -132,3 +132,18 @@ class LeaderElector:
                 log.error("could not renew lease %s in time: %s", self.path, exc)
             on_lost()
             return
+
+    async def release(self) -> None:
+        """Hand the Lease back on a clean stop, so a standby need not wait for it to lapse."""
+        try:
+            lease = await self.kube.get(self.path)
+            spec = (lease or {}).get("spec") or {}
+            if lease is None or spec.get("holderIdentity") != self.settings.identity:
+                return
+            spec["holderIdentity"] = None
+            spec["leaseDurationSeconds"] = 1
+            lease["spec"] = spec
+            await self.kube.request("PUT", self.path, body=lease)
+            log.info("released lease %s", self.path)
+        except (ApiError, ApiUnavailable) as exc:
+            log.warning("could not release lease %s: %s", self.path, exc)

@@ -83,5 +83,7 @@ async def run(config: ClusterConfig, settings: OperatorSettings) -> None:
             keeper.cancel()
             await controller.stop()
             await store.stop()
+            if not lost:
+                await elector.release()
         if lost:
             raise LeadershipLost("lost the operator lease to another replica; exiting")

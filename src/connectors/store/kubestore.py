@@ -55,23 +55,26 @@ class KubeStore:
     """Start with `await store.start()`; `await store.synced()` waits for the first lists.
 
     `base_classes` are present unless the cluster has a class of the same name (the
-    built-in classes, so a proxy serves before the operator has installed them)."""
+    built-in classes, so a proxy serves before the operator has installed them). With
+    `secrets=False` no Secret is read (the CSI driver has no business with them)."""
 
     def __init__(
         self,
         kube: KubeClient,
         *,
         base_classes: Iterable[ConnectorClass] = (),
+        secrets: bool = True,
         retry_seconds: float = 2.0,
     ) -> None:
         self.kube = kube
+        self.watched = tuple(w for w in WATCHED if secrets or w.kind != "Secret")
         self.base_classes = {c.name: c for c in base_classes}
         self.retry_seconds = retry_seconds
         self._objects: dict[str, dict[tuple[str, str], Any]] = {w.kind: {} for w in WATCHED}
         self._snapshot = Snapshot()
         self._dirty = False
         self._listeners: list[Listener] = []
-        self._synced = {w.kind: asyncio.Event() for w in WATCHED}
+        self._synced = {w.kind: asyncio.Event() for w in self.watched}
         self._tasks: list[asyncio.Task[None]] = []
 
     def snapshot(self) -> Snapshot:
@@ -89,7 +92,7 @@ class KubeStore:
         self._listeners.append(listener)
 
     async def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._run(w)) for w in WATCHED]
+        self._tasks = [asyncio.create_task(self._run(w)) for w in self.watched]
 
     async def stop(self) -> None:
         for task in self._tasks:

@@ -1,0 +1,79 @@
+"""`connectors csi`: the node plugin's gRPC server on a unix socket, fed by a KubeStore."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import signal
+from pathlib import Path
+
+import grpc
+
+from connectors.classes.builtin import builtin_classes
+from connectors.csi import minting, publisher, services
+from connectors.csi.minting import MintedToken
+from connectors.csi.proto import csi_pb2_grpc
+from connectors.csi.volume import PodInfo
+from connectors.kube.client import KubeClient
+from connectors.kube.config import ClusterConfig
+from connectors.store.kubestore import KubeStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class CsiOptions:
+    endpoint: str
+    node_id: str
+    state_dir: Path
+    api_audience: str = "https://kubernetes.default.svc.cluster.local"
+    cluster_domain: str = "cluster.local"
+    refresh_fraction: float = 0.8
+
+
+def socket_path(endpoint: str) -> Path:
+    if not endpoint.startswith("unix://"):
+        raise ValueError(f"endpoint {endpoint!r} must be unix:///path/to/socket")
+    return Path(endpoint.removeprefix("unix://"))
+
+
+async def run(config: ClusterConfig, options: CsiOptions) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signum, stop.set)
+    path = socket_path(options.endpoint)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)  # a socket left by a previous run
+    async with KubeClient(config) as kube:
+        store = KubeStore(kube, base_classes=builtin_classes(), secrets=False)
+        await store.start()
+
+        async def mint(pod: PodInfo, audiences: list[str], seconds: int) -> MintedToken:
+            return await minting.request(kube, pod, audiences, seconds)
+
+        settings = publisher.PublisherSettings(
+            state_dir=options.state_dir,
+            api_audience=options.api_audience,
+            cluster_domain=options.cluster_domain,
+            refresh_fraction=options.refresh_fraction,
+        )
+        server = grpc.aio.server()
+        csi_pb2_grpc.add_IdentityServicer_to_server(
+            services.IdentityService(store.is_synced), server
+        )
+        csi_pb2_grpc.add_NodeServicer_to_server(
+            services.NodeService(publisher.Publisher(store, mint, settings), options.node_id),
+            server,
+        )
+        server.add_insecure_port(f"unix://{path}")
+        await server.start()
+        log.info("CSI driver %s serving on %s", services.DRIVER_NAME, path)
+        try:
+            await stop.wait()
+        finally:
+            await server.stop(grace=5)
+            await store.stop()

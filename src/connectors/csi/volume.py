@@ -1,0 +1,120 @@
+"""What a CSI volume asks for, read from its volume context: pure parsing, no I/O.
+
+Attributes a Pod's `csi.volumeAttributes` may set:
+- `connector.name` and optionally `connector.namespace` (default: the Pod's namespace), or
+  the list form `connectors`: comma-separated `name` or `namespace/name`; with a list,
+  each connector's files go into a subdirectory named after it;
+- `configuration.names`: comma-separated configurations of the connector's class
+  (`pipconf`, `pypirc`, ...), required;
+- `token.expiration`: the token's lifetime (`30m` by default; 10m to 24h).
+kubelet adds the Pod's name, namespace, uid and ServiceAccount (podInfoOnMount).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+from connectors.api.errors import TokenError
+from connectors.auth import tokens
+
+POD_NAME = "csi.storage.k8s.io/pod.name"
+POD_NAMESPACE = "csi.storage.k8s.io/pod.namespace"
+POD_UID = "csi.storage.k8s.io/pod.uid"
+SERVICE_ACCOUNT = "csi.storage.k8s.io/serviceAccount.name"
+KUBELET_TOKENS = "csi.storage.k8s.io/serviceAccount.tokens"
+
+CONNECTOR_NAME = "connector.name"
+CONNECTOR_NAMESPACE = "connector.namespace"
+CONNECTORS = "connectors"
+CONFIGURATIONS = "configuration.names"
+TOKEN_EXPIRATION = "token.expiration"
+
+DEFAULT_TOKEN_SECONDS = 30 * 60
+MIN_TOKEN_SECONDS = 10 * 60  # the API server's own minimum for a TokenRequest
+MAX_TOKEN_SECONDS = 24 * 60 * 60
+
+
+class InvalidVolume(ValueError):
+    """The volume context cannot be served as written; the message says what to fix."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PodInfo:
+    name: str
+    namespace: str
+    uid: str
+    service_account: str
+
+
+@dataclasses.dataclass(frozen=True)
+class VolumeRequest:
+    pod: PodInfo
+    connectors: tuple[tuple[str, str], ...]  # (namespace, name)
+    configurations: tuple[str, ...]
+    token_seconds: int
+    per_connector_directories: bool
+
+
+def _split(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def parse(context: Mapping[str, str]) -> VolumeRequest:
+    missing = [k for k in (POD_NAME, POD_NAMESPACE, POD_UID, SERVICE_ACCOUNT) if not context.get(k)]
+    if missing:
+        raise InvalidVolume(
+            f"volume context lacks {', '.join(missing)}: the CSIDriver must set podInfoOnMount"
+        )
+    pod = PodInfo(
+        name=context[POD_NAME],
+        namespace=context[POD_NAMESPACE],
+        uid=context[POD_UID],
+        service_account=context[SERVICE_ACCOUNT],
+    )
+    return VolumeRequest(
+        pod=pod,
+        connectors=_connectors(context, pod.namespace),
+        configurations=_configurations(context),
+        token_seconds=_token_seconds(context),
+        per_connector_directories=CONNECTORS in context,
+    )
+
+
+def _connectors(context: Mapping[str, str], pod_namespace: str) -> tuple[tuple[str, str], ...]:
+    if CONNECTORS in context and CONNECTOR_NAME in context:
+        raise InvalidVolume(f"set either {CONNECTOR_NAME} or {CONNECTORS}, not both")
+    if CONNECTORS in context:
+        found = []
+        for item in _split(context[CONNECTORS]):
+            namespace, _, name = item.rpartition("/")
+            found.append((namespace or pod_namespace, name))
+        if not found:
+            raise InvalidVolume(f"{CONNECTORS} names no connector")
+        return tuple(found)
+    name = context.get(CONNECTOR_NAME, "").strip()
+    if not name:
+        raise InvalidVolume(f"volume attribute {CONNECTOR_NAME} is required")
+    return ((context.get(CONNECTOR_NAMESPACE, "").strip() or pod_namespace, name),)
+
+
+def _configurations(context: Mapping[str, str]) -> tuple[str, ...]:
+    names = _split(context.get(CONFIGURATIONS, ""))
+    if not names:
+        raise InvalidVolume(
+            f"volume attribute {CONFIGURATIONS} is required (for example pipconf or pypirc)"
+        )
+    return tuple(dict.fromkeys(names))
+
+
+def _token_seconds(context: Mapping[str, str]) -> int:
+    text = context.get(TOKEN_EXPIRATION, "").strip()
+    if not text:
+        return DEFAULT_TOKEN_SECONDS
+    try:
+        seconds = tokens.parse_duration(text)
+    except TokenError as exc:
+        raise InvalidVolume(f"{TOKEN_EXPIRATION}: {exc}") from None
+    if not MIN_TOKEN_SECONDS <= seconds <= MAX_TOKEN_SECONDS:
+        raise InvalidVolume(f"{TOKEN_EXPIRATION} must be between 10m and 24h, not {text}")
+    return seconds

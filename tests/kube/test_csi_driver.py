@@ -1,0 +1,370 @@
+"""`connectors csi` against a real API server, driven over real gRPC: csi-sanity, then the
+seed's steps 3 and 4 with a kubelet stand-in, real pip and twine in a Pod-like network
+namespace that resolves the seed's Service names, and token refresh under a reader."""
+
+from __future__ import annotations
+
+import base64
+import configparser
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from connectors.standalone.demo import client_environment
+from connectors.standalone.localregistry import LocalRegistry
+from tests.conftest import require
+from tests.support import leaks, netns, seed, testcluster, wire
+from tests.support.components import DEPLOY, ComponentProcess, OperatorProcess, wait_for
+from tests.support.kubelet import KubeletStandIn
+from tests.support.testcluster import ISSUER, TestCluster
+from tests.support.wheels import make_wheel
+
+NS = seed.NAMESPACE
+HOST = "c-pypi-connector.connectors-pypi-demo.svc.cluster.local"
+PROXY_URL = f"http://{HOST}"
+
+# The seed's inspect-pypi-deploy Pod, as applied in its "under the hood" section.
+SEED_POD = """\
+apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+spec:
+  restartPolicy: Never
+  serviceAccountName: {account}
+  containers:
+  - name: pip
+    image: docker-mirrors.alauda.cn/library/python:3-bookworm
+    command: ["sleep", "3600"]
+    volumeMounts:
+    - name: pipconf
+      mountPath: /root/.pip/pip.conf
+      subPath: pip.conf
+    - name: pypirc
+      mountPath: /root/.pypirc
+      subPath: .pypirc
+  volumes:
+  - name: pipconf
+    csi:
+      readOnly: true
+      driver: connectors-csi
+      volumeAttributes:
+        connector.name: "pypi-connector"
+        configuration.names: "pipconf"{extra}
+  - name: pypirc
+    csi:
+      readOnly: true
+      driver: connectors-csi
+      volumeAttributes:
+        connector.name: "pypi-connector"
+        configuration.names: "pypirc"{extra}
+"""
+
+
+def seed_pod(name: str, account: str = "default", token_expiration: str = "") -> str:
+    extra = f'\n        token.expiration: "{token_expiration}"' if token_expiration else ""
+    return SEED_POD.format(name=name, account=account, extra=extra)
+
+
+def claims(token: str) -> dict[str, Any]:
+    body = token.split(".")[1]
+    decoded: dict[str, Any] = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    return decoded
+
+
+def pip_conf_token(path: Path) -> str:
+    parsed = configparser.ConfigParser()
+    parsed.read_string(path.read_text())
+    return parsed["global"]["index-url"].split("@")[0].rsplit(":", 1)[1]
+
+
+@dataclass
+class Node:
+    cluster: TestCluster
+    kubelet: KubeletStandIn
+    socket: Path
+    network: netns.PodNetwork
+    registry: LocalRegistry
+    proxy: ComponentProcess
+    driver: ComponentProcess
+
+    def in_pod(self, argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            self.network.command(argv), env={**client_environment(), **env},
+            capture_output=True, text=True, timeout=300, check=False,
+        )  # fmt: skip
+        leaks.record(f"in-pod {' '.join(argv[1:4])}", result.stdout + result.stderr)
+        return result
+
+
+def start_driver(
+    cluster: TestCluster, workdir: Path, socket: Path, *extra: str
+) -> ComponentProcess:
+    driver = ComponentProcess(
+        cluster, workdir, "csi", "connectors-csi", DEPLOY / "csi" / "rbac.yaml",
+        "--endpoint", f"unix://{socket}", "--node-id", "node-1",
+        "--state-dir", str(workdir / "state"), "--api-audience", ISSUER, *extra,
+    ).start()  # fmt: skip
+    deadline = time.monotonic() + 20
+    while not socket.exists():
+        assert time.monotonic() < deadline, f"the driver did not start:\n{driver.log()}"
+        time.sleep(0.1)
+    return driver
+
+
+@pytest.fixture(scope="module")
+def node(
+    kube_cluster: TestCluster,
+    pypi_registry: LocalRegistry,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Node]:
+    require(netns.available(), "network namespaces (ip netns) are not available")
+    workdir = tmp_path_factory.mktemp("csi")
+    cluster = kube_cluster
+    cluster.kubectl("create", "namespace", NS, check=False)
+    cluster.kubectl("apply", "-n", NS, "-f", "-", stdin=seed.step_2(
+        address=pypi_registry.url, username=pypi_registry.username, password=pypi_registry.password,
+    ))  # fmt: skip
+    cluster.kubectl("apply", "-f", str(DEPLOY / "workload-roles.yaml"))
+    cluster.kubectl(
+        "create", "rolebinding", "default-publishes", "-n", NS,
+        "--clusterrole=connectors-upload", f"--serviceaccount={NS}:default",
+    )  # fmt: skip
+    operator = OperatorProcess(cluster, workdir).start()
+    network = netns.PodNetwork("connectors-pod", [HOST]).up()
+    proxy = ComponentProcess(
+        cluster, workdir, "proxy", "connectors-proxy", DEPLOY / "proxy" / "rbac.yaml",
+        "--listen", f"{netns.HOST_ADDRESS}:80", "--metrics-listen", "127.0.0.1:0",
+    ).start()  # fmt: skip
+    socket = workdir / "plugin" / "csi.sock"
+    driver = start_driver(cluster, workdir, socket)
+    try:
+        wait_for(cluster, NS, "pypi-connector")
+        kubelet = KubeletStandIn(cluster, socket, workdir / "kubelet")
+        yield Node(cluster, kubelet, socket, network, pypi_registry, proxy, driver)
+        kubelet.close()
+    finally:
+        driver.stop()
+        proxy.stop()
+        operator.stop()
+        network.down()
+    logs = [(n, p.log().encode()) for n, p in (("driver", driver), ("proxy", proxy))]
+    needles = [pypi_registry.password.encode()]
+    assert leaks.find_leaks(needles, [*logs, *leaks.SEEN]) == []
+    assert "eyJ" not in driver.log(), "the driver logged a token"
+
+
+def test_csi_sanity_passes_for_the_node_and_identity_services(node: Node, tmp_path: Path):
+    binaries = testcluster.testbin()
+    assert binaries is not None
+    sanity = binaries / "csi-sanity"
+    require(sanity.is_file(), "csi-sanity is not built: run scripts/build-testbin")
+    # Skipped by name: every case that needs the Controller service (this plugin is
+    # node-only, as inline ephemeral volumes need no controller), and "should remove
+    # target path", which first creates a volume through the Controller's CreateVolume.
+    skip = (
+        "Controller Server|ListSnapshots|DeleteSnapshot|CreateSnapshot|ExpandVolume|"
+        "ModifyVolume|VolumeHealth|should remove target path"
+    )
+    result = subprocess.run(
+        [str(sanity), "--csi.endpoint", str(node.socket), "--csi.mountdir", str(tmp_path / "m"),
+         "--csi.stagingdir", str(tmp_path / "s"), "-ginkgo.skip", skip, "-ginkgo.no-color"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-4000:]
+    summary = next(line for line in result.stdout.splitlines() if "Passed" in line)
+    assert " 0 Failed" in summary and "10 Passed" in summary, summary
+
+
+def test_seed_pod_volumes_hold_the_seeds_files_with_a_pod_bound_token(node: Node):
+    node.cluster.kubectl("apply", "-n", NS, "-f", "-", stdin=seed_pod("inspect-pypi-deploy"))
+    mounted = node.kubelet.publish(NS, "inspect-pypi-deploy")
+    pip_conf, pypirc = mounted["pipconf"] / "pip.conf", mounted["pypirc"] / ".pypirc"
+    assert oct(pip_conf.stat().st_mode & 0o777) == oct(0o444) == oct(pypirc.stat().st_mode & 0o777)
+    token = pip_conf_token(pip_conf)
+    assert pip_conf.read_text() == (
+        "[global]\n"
+        f"index-url = http://connectors-pypi-demo-pypi-connector:{token}@{HOST}/simple/\n"
+        "timeout = 30\n"
+        "[install]\n"
+        f"trusted-host = {HOST}\n"
+    )
+    other = pypirc.read_text().split("password = ")[1].strip()
+    assert pypirc.read_text() == (
+        "[distutils]\nindex-servers = connectors-pypi\n[connectors-pypi]\n"
+        f"repository = {PROXY_URL}/\nusername = connectors-pypi-demo-pypi-connector\n"
+        f"password = {other}\n"
+    )
+    body = claims(token)
+    assert body["aud"] == [ISSUER, PROXY_URL]
+    assert body["sub"] == f"system:serviceaccount:{NS}:default"
+    assert body["exp"] - body["iat"] == 1800
+    pod = node.kubelet.pod(NS, "inspect-pypi-deploy")
+    assert body["kubernetes.io"]["pod"] == {
+        "name": "inspect-pypi-deploy",
+        "uid": pod["metadata"]["uid"],
+    }
+    assert node.registry.password not in pip_conf.read_text() + pypirc.read_text()
+
+
+def test_twine_upload_and_pip_install_through_the_proxy_with_the_mounted_files(
+    node: Node, tmp_path: Path
+):
+    node.cluster.kubectl("apply", "-n", NS, "-f", "-", stdin=seed_pod("jobs"))
+    mounted = node.kubelet.publish(NS, "jobs")
+    wheel = make_wheel(tmp_path / "dist", "sampleproject", "4.0.0")
+    upload = node.in_pod(
+        [sys.executable, "-m", "twine", "upload", "--non-interactive", "--disable-progress-bar",
+         "--config-file", str(mounted["pypirc"] / ".pypirc"), "--repository", "connectors-pypi",
+         str(wheel)], {},
+    )  # fmt: skip
+    assert upload.returncode == 0, upload.stdout + upload.stderr
+    assert f"Uploading distributions to {PROXY_URL}/" in " ".join(upload.stdout.split())
+    assert (node.registry.packages / wheel.name).is_file()
+    install = node.in_pod(
+        [sys.executable, "-m", "pip", "install", "--upgrade", "sampleproject", "--no-deps",
+         "--no-cache-dir", "--disable-pip-version-check", "--target", str(tmp_path / "site")],
+        {"PIP_CONFIG_FILE": str(mounted["pipconf"] / "pip.conf"), "COLUMNS": "250"},
+    )  # fmt: skip
+    assert install.returncode == 0, install.stdout + install.stderr
+    assert (
+        f"Looking in indexes: http://connectors-pypi-demo-pypi-connector:****@{HOST}/simple/"
+        in install.stdout
+    )
+    # The file itself came through the proxy too (pip now names only the file it fetches).
+    audit = [json.loads(line.split("connectors.audit: ", 1)[1])
+             for line in node.proxy.log().splitlines() if "connectors.audit: " in line]  # fmt: skip
+    assert any(
+        entry["path"].endswith("/sampleproject-4.0.0-py3-none-any.whl")
+        and entry["status"] == 200
+        and entry["method"] == "GET"
+        for entry in audit
+    )
+    assert "Successfully installed sampleproject-4.0.0" in install.stdout
+
+
+def test_the_token_dies_with_its_pod_and_unpublish_removes_everything(node: Node):
+    node.cluster.kubectl("apply", "-n", NS, "-f", "-", stdin=seed_pod("short-lived"))
+    mounted = node.kubelet.publish(NS, "short-lived")
+    token = pip_conf_token(mounted["pipconf"] / "pip.conf")
+    url = f"http://{netns.HOST_ADDRESS}/simple/"
+    headers = {"Host": HOST, **wire.basic(token)}
+    assert wire.request("GET", url, headers=headers).status == 200
+    node.kubelet.unpublish(NS, "short-lived")
+    assert not mounted["pipconf"].exists() and not mounted["pypirc"].exists()
+    node.cluster.kubectl("delete", "pod", "short-lived", "-n", NS, "--wait=true")
+    deadline = time.monotonic() + 40
+    while wire.request("GET", url, headers=headers).status == 200:
+        assert time.monotonic() < deadline, "a deleted pod's token still works"
+        time.sleep(1)
+    assert wire.request("GET", url, headers=headers).status == 401
+
+
+INVALID, NOT_FOUND = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND
+CONNECTOR = {"connector.name": "pypi-connector"}
+
+
+@pytest.mark.parametrize(
+    ("attributes", "code", "message"),
+    [
+        ({"configuration.names": "pipconf"}, INVALID, "connector.name is required"),
+        (CONNECTOR, INVALID, "configuration.names is required"),
+        ({"connector.name": "ghost", "configuration.names": "pipconf"}, NOT_FOUND,
+         "connector ghost not found in namespace connectors-pypi-demo"),
+        ({**CONNECTOR, "configuration.names": "gradle"}, NOT_FOUND,
+         "has no configuration 'gradle'"),
+        ({**CONNECTOR, "configuration.names": "pipconf", "token.expiration": "1m"},
+         INVALID, "between 10m and 24h"),
+    ],
+)  # fmt: skip
+def test_bad_volume_attributes_get_the_right_grpc_code(
+    node: Node, attributes: dict[str, str], code: grpc.StatusCode, message: str
+):
+    node.cluster.kubectl("apply", "-n", NS, "-f", "-", stdin=seed_pod("attribute-checks"))
+    pod = node.kubelet.pod(NS, "attribute-checks")
+    volume = {"name": "bad", "csi": {"driver": "connectors-csi", "volumeAttributes": attributes}}
+    with pytest.raises(grpc.RpcError) as caught:
+        node.kubelet.node.NodePublishVolume(node.kubelet.request(pod, volume), timeout=30)
+    assert caught.value.code() == code
+    assert message in str(caught.value.details())
+
+
+def test_a_connector_that_is_not_ready_is_failed_precondition(node: Node):
+    node.cluster.kubectl("apply", "-n", NS, "-f", "-", stdin=json.dumps({
+        "apiVersion": "connectors.alauda.io/v1alpha1", "kind": "Connector",
+        "metadata": {"name": "broken"},
+        "spec": {"connectorClassName": "pypi", "address": "http://127.0.0.1:1",
+                 "auth": {"name": "basicAuth", "secretRef": {"name": "pypi-registry-secret"}}},
+    }))  # fmt: skip
+    wait_for(node.cluster, NS, "broken", status="False", reason="ConnectionFailed")
+    node.cluster.kubectl("apply", "-n", NS, "-f", "-", stdin=seed_pod("uses-broken"))
+    pod = node.kubelet.pod(NS, "uses-broken")
+    volume = {"name": "v", "csi": {"volumeAttributes": {
+        "connector.name": "broken", "configuration.names": "pipconf"}}}  # fmt: skip
+    with pytest.raises(grpc.RpcError) as caught:
+        node.kubelet.node.NodePublishVolume(node.kubelet.request(pod, volume), timeout=30)
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "not Ready (ConnectionFailed" in str(caught.value.details())
+
+
+def test_republish_refreshes_the_token_while_readers_always_see_whole_files(
+    node: Node, tmp_path: Path
+):
+    # A second driver whose tokens are due for refresh after 0.2% of their 10-minute life.
+    socket = tmp_path / "fast" / "csi.sock"
+    fast = start_driver(node.cluster, tmp_path, socket, "--refresh-fraction", "0.002")
+    kubelet = KubeletStandIn(node.cluster, socket, tmp_path / "kubelet")
+    try:
+        node.cluster.kubectl("create", "serviceaccount", "refresher", "-n", NS)
+        node.cluster.kubectl(
+            "apply",
+            "-n",
+            NS,
+            "-f",
+            "-",
+            stdin=seed_pod("refreshing", "refresher", token_expiration="10m"),
+        )
+        pip_conf = kubelet.publish(NS, "refreshing")["pipconf"] / "pip.conf"
+        seen: set[str] = set()
+        problems: list[str] = []
+        stop = threading.Event()
+
+        def read() -> None:
+            while not stop.is_set():
+                try:
+                    seen.add(pip_conf_token(pip_conf))
+                except Exception as exc:  # any failure to read a whole file is the finding
+                    problems.append(repr(exc))
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        try:
+            for _ in range(4):
+                time.sleep(1.5)
+                kubelet.republish(NS, "refreshing")
+        finally:
+            stop.set()
+            reader.join()
+        assert problems == []
+        assert len(seen) >= 4  # the first token and at least three refreshed ones
+
+        # With no token to be had (its ServiceAccount is gone), a republish keeps the old
+        # files and still answers OK, so kubelet does not tear the mount down.
+        before = pip_conf.read_text()
+        node.cluster.kubectl("delete", "serviceaccount", "refresher", "-n", NS)
+        time.sleep(1.5)
+        kubelet.republish(NS, "refreshing")
+        assert pip_conf.read_text() == before
+        assert "cannot refresh its token now" in fast.log()
+    finally:
+        kubelet.close()
+        fast.stop()
