@@ -132,6 +132,12 @@ def _add_cluster_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
     op.add_argument("--proxy-namespace", default="connectors-system")
     op.add_argument("--cluster-domain", default="cluster.local")
     op.add_argument(
+        "--proxy-scheme",
+        default="http",
+        choices=["http", "https"],
+        help="how clients reach the proxy",
+    )
+    op.add_argument(
         "--reprobe-interval", type=float, default=60.0, help="seconds between registry probes"
     )
     op.add_argument("--lease-namespace", default=None, help="default: --proxy-namespace")
@@ -142,6 +148,8 @@ def _add_cluster_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
     prx.add_argument("--listen", default="0.0.0.0:8080", help="HOST:PORT for clients")
     prx.add_argument("--metrics-listen", default="0.0.0.0:9090", help="HOST:PORT for /metrics")
     prx.add_argument("--cluster-domain", default="cluster.local")
+    prx.add_argument("--tls-cert-file", type=Path, default=None, help="serve clients over TLS")
+    prx.add_argument("--tls-key-file", type=Path, default=None)
     prx.add_argument(
         "--decision-ttl",
         type=float,
@@ -256,6 +264,7 @@ def _operator(args: argparse.Namespace) -> int:
         proxy_service_name=args.proxy_service,
         proxy_service_namespace=args.proxy_namespace,
         cluster_domain=args.cluster_domain,
+        proxy_scheme=args.proxy_scheme,
         reprobe_interval_seconds=args.reprobe_interval,
         lease_namespace=args.lease_namespace or args.proxy_namespace,
         workers=args.workers,
@@ -274,6 +283,8 @@ def _proxy(args: argparse.Namespace) -> int:
         metrics_port=metrics_port,
         cluster_domain=args.cluster_domain,
         decision_ttl_seconds=args.decision_ttl,
+        tls_cert_file=args.tls_cert_file,
+        tls_key_file=args.tls_key_file,
     )
     asyncio.run(cluster.run(kube_config.load(args.kubeconfig), options))
     return 0

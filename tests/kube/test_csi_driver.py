@@ -153,6 +153,7 @@ def node(
         yield Node(cluster, kubelet, socket, network, pypi_registry, proxy, driver)
         kubelet.close()
     finally:
+        cluster.kubectl("delete", "namespace", NS, "--wait=true", "--timeout=60s", check=False)
         driver.stop()
         proxy.stop()
         operator.stop()

@@ -29,6 +29,8 @@ def connector(name: str, spec: object) -> str:
 
 @pytest.fixture(scope="module")
 def seed_namespace(kube_cluster: TestCluster) -> str:
+    # Start from nothing, whatever earlier modules left in the seed's namespace.
+    kube_cluster.kubectl("delete", "ns", seed.NAMESPACE, "--ignore-not-found", "--wait=true")
     kube_cluster.kubectl("create", "ns", seed.NAMESPACE)  # step 1, as the seed types it
     return seed.NAMESPACE
 

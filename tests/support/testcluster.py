@@ -45,8 +45,9 @@ def testbin() -> Path | None:
         cache = Path(
             os.environ.get("CONNECTORS_TESTBIN_CACHE", Path.home() / ".cache/connectors/testbin")
         )
-        built = sorted(p for p in cache.glob("kube-v*") if p.is_dir()) if cache.is_dir() else []
-        directory = str(built[-1]) if built else ""
+        built = sorted(cache.glob("kube-v*"), reverse=True) if cache.is_dir() else []
+        complete = [p for p in built if all((p / b).is_file() for b in BINARIES)]
+        directory = str(complete[0]) if complete else ""
     if directory and all((Path(directory) / b).is_file() for b in BINARIES):
         return Path(directory)
     return None

@@ -13,6 +13,8 @@ import contextlib
 import dataclasses
 import logging
 import signal
+import ssl
+from pathlib import Path
 
 from aiohttp import web
 
@@ -36,6 +38,15 @@ class ClusterProxyOptions:
     metrics_port: int = 9090
     cluster_domain: str = "cluster.local"
     decision_ttl_seconds: float = 10.0
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        if self.tls_cert_file is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.tls_cert_file, self.tls_key_file)
+        return context
 
 
 def audience_lookup(store: KubeStore, domain: str) -> proxy_app.AudienceFor:
@@ -71,14 +82,15 @@ async def run(config: ClusterConfig, options: ClusterProxyOptions) -> None:
             web.AppRunner(metrics.app()),
         ]
         try:
-            for runner, host, port in zip(
+            for runner, host, port, tls in zip(
                 runners,
                 (options.host, options.metrics_host),
                 (options.port, options.metrics_port),
+                (options.tls_context(), None),
                 strict=True,
             ):
                 await runner.setup()
-                await web.TCPSite(runner, host, port).start()
+                await web.TCPSite(runner, host, port, ssl_context=tls).start()
             log.info(
                 "proxy listening on %s:%d, metrics on %s:%d",
                 options.host, options.port, options.metrics_host, options.metrics_port,
