@@ -24,7 +24,7 @@ from connectors.auth import tokens
 from connectors.kube import client as kube_client
 from connectors.kube import config as kube_config
 from connectors.kube import install
-from connectors.proxy import cluster
+from connectors.proxy import cluster, forwarding
 from connectors.standalone import commands, demo, server, state
 
 
@@ -41,6 +41,24 @@ def _add_place(parser: argparse.ArgumentParser) -> None:
         type=Path,
         default=None,
         help="where keys and status live (default CONFIG_DIR/.state)",
+    )
+
+
+def _add_upstream_timeout(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--upstream-timeout",
+        type=float,
+        default=300.0,
+        help="seconds the registry may stay silent before the client gets 504 (default 300)",
+    )
+
+
+def _forward_settings(args: argparse.Namespace) -> forwarding.ForwardSettings:
+    if args.upstream_timeout <= 0:
+        raise ConnectorsError("--upstream-timeout must be positive")
+    return forwarding.ForwardSettings(
+        read_timeout_seconds=args.upstream_timeout,
+        connect_timeout_seconds=min(10.0, args.upstream_timeout),
     )
 
 
@@ -77,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--advertise-url", default=None, help="base URL clients use (default http://HOST:PORT)"
     )
+    _add_upstream_timeout(serve)
     serve.add_argument(
         "--reconcile-interval",
         type=float,
@@ -148,6 +167,7 @@ def _add_cluster_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
     prx.add_argument("--listen", default="0.0.0.0:8080", help="HOST:PORT for clients")
     prx.add_argument("--metrics-listen", default="0.0.0.0:9090", help="HOST:PORT for /metrics")
     prx.add_argument("--cluster-domain", default="cluster.local")
+    _add_upstream_timeout(prx)
     prx.add_argument("--tls-cert-file", type=Path, default=None, help="serve clients over TLS")
     prx.add_argument("--tls-key-file", type=Path, default=None)
     prx.add_argument(
@@ -283,6 +303,7 @@ def _proxy(args: argparse.Namespace) -> int:
         metrics_port=metrics_port,
         cluster_domain=args.cluster_domain,
         decision_ttl_seconds=args.decision_ttl,
+        forward=_forward_settings(args),
         tls_cert_file=args.tls_cert_file,
         tls_key_file=args.tls_key_file,
     )
@@ -341,6 +362,7 @@ def _serve(args: argparse.Namespace) -> int:
         port=port,
         advertise_url=args.advertise_url,
         reconcile_interval_seconds=args.reconcile_interval,
+        forward=_forward_settings(args),
     )
     asyncio.run(_serve_until_signalled(options))
     return 0

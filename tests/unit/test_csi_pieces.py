@@ -82,8 +82,9 @@ def test_files_are_read_only_and_reached_through_the_current_generation(tmp_path
     assert (target / "pip.conf").is_symlink()
     atomic.write(target, {"pip.conf": "three\n"})
     assert sorted(p.name for p in target.iterdir() if not p.name.startswith("..")) == ["pip.conf"]
+    atomic.write(target, {"pip.conf": "four\n"})
     generations = [p for p in target.iterdir() if p.name.startswith("..20")]
-    assert len(generations) == 1  # the old one is gone
+    assert len(generations) == 2  # the current one and the one before, no more
     atomic.remove(target)
     assert not target.exists()
 

@@ -7,8 +7,10 @@ Layout inside the target directory (the same idea as Kubernetes' own Secret volu
     target/pip.conf -> ..data/pip.conf              what the workload opens
 
 A new generation is written in full into a fresh directory, then `..data` is swapped to it
-with one rename (atomic on POSIX), and only then is the old generation removed. A reader
-that opened a file keeps the old contents; one that opens it after the swap gets the new.
+with one rename (atomic on POSIX). A reader that opened a file keeps the old contents; one
+that opens it after the swap gets the new. The generation before is kept until the next
+write: a reader that had just resolved `..data` to it when the swap happened still finds
+its file (removing it at once loses that race, as a test with a busy reader showed).
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ def write(target: Path, files: dict[str, str]) -> None:
     """Make `files` (relative name -> text) the current contents of `target`."""
     checked = {_check(name): text for name, text in files.items()}
     target.mkdir(parents=True, exist_ok=True)
+    previous = _current(target)
+    previous_name = previous.name if previous is not None else ""
     stamp = datetime.now(UTC).strftime("..%Y_%m_%d_%H_%M_%S.%f")
     generation = target / stamp
     generation.mkdir(mode=0o700)
@@ -57,7 +61,6 @@ def write(target: Path, files: dict[str, str]) -> None:
             (generation / directory).chmod(DIR_MODE)
     generation.chmod(DIR_MODE)
 
-    previous = _current(target)
     swap = target / f"{DATA_LINK}_tmp"
     swap.unlink(missing_ok=True)
     swap.symlink_to(stamp)
@@ -74,13 +77,19 @@ def write(target: Path, files: dict[str, str]) -> None:
     for stale in target.iterdir():
         if not stale.name.startswith("..") and stale.name not in wanted and stale.is_symlink():
             stale.unlink()
-    if previous is not None and previous.name != stamp:
-        _remove(previous)
+    _remove_old_generations(target, keep={stamp, previous_name})
 
 
 def _current(target: Path) -> Path | None:
     link = target / DATA_LINK
     return target / os.readlink(link) if link.is_symlink() else None
+
+
+def _remove_old_generations(target: Path, keep: set[str]) -> None:
+    for entry in target.iterdir():
+        old = entry.name.startswith("..") and entry.name not in keep | {DATA_LINK}
+        if old and entry.is_dir() and not entry.is_symlink():
+            _remove(entry)
 
 
 def _remove(path: Path) -> None:

@@ -23,7 +23,7 @@ from connectors.classes.builtin import builtin_classes
 from connectors.kube.client import KubeClient
 from connectors.kube.config import ClusterConfig
 from connectors.proxy import app as proxy_app
-from connectors.proxy import routing
+from connectors.proxy import forwarding, routing
 from connectors.proxy.metrics import ProxyMetrics
 from connectors.store.kubestore import KubeStore
 
@@ -38,6 +38,7 @@ class ClusterProxyOptions:
     metrics_port: int = 9090
     cluster_domain: str = "cluster.local"
     decision_ttl_seconds: float = 10.0
+    forward: forwarding.ForwardSettings = forwarding.ForwardSettings()
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
 
@@ -76,6 +77,7 @@ async def run(config: ClusterConfig, options: ClusterProxyOptions) -> None:
             authenticator=authenticator,
             audience_for=audience_lookup(store, options.cluster_domain),
             is_ready=store.is_synced,
+            forward=options.forward,
         )
         runners = [
             web.AppRunner(proxy_app.make_app(settings, metrics)),

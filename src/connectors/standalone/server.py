@@ -21,7 +21,7 @@ from connectors.auth.authenticator import LocalAuthenticator
 from connectors.auth.keys import KeyRing
 from connectors.classes.builtin import builtin_classes
 from connectors.proxy import app as proxy_app
-from connectors.proxy import routing
+from connectors.proxy import forwarding, routing
 from connectors.proxy.metrics import ProxyMetrics
 from connectors.reconcile.reconciler import ProxyInfo, ReconcileSettings, reconcile
 from connectors.standalone.state import StateDir
@@ -44,6 +44,7 @@ class ServeOptions:
     reconcile_interval_seconds: float = 30.0
     reload_interval_seconds: float = 1.0
     reconcile: ReconcileSettings = ReconcileSettings()
+    forward: forwarding.ForwardSettings = forwarding.ForwardSettings()
 
 
 def advertised_base(options: ServeOptions, port: int) -> str:
@@ -95,6 +96,7 @@ class StandaloneServer:
             authenticator=authenticator,
             audience_for=lambda ns, name: connector_url(self.url, ns, name),
             is_ready=self._reconciled_once.is_set,
+            forward=self.options.forward,
         )
         self._runner = web.AppRunner(proxy_app.make_app(config, self.metrics))
         await self._runner.setup()
