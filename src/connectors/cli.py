@@ -139,6 +139,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("demo", help="the quick start's whole story on this machine")
 
+    keys = sub.add_parser("keys", help="the standalone issuer's signing keys")
+    keys.add_argument("action", choices=["rotate"])
+    keys.add_argument(
+        "--retire-now",
+        action="store_true",
+        help="also remove every older key at once (refuses all tokens they signed)",
+    )
+    _add_place(keys)
+
     _add_cluster_commands(sub)
     return parser
 
@@ -233,6 +242,7 @@ def _run(args: argparse.Namespace) -> int:
         "get": _get,
         "token": _token,
         "render": _render,
+        "keys": _keys,
     }
     return commands_by_name[args.command](args)
 
@@ -256,6 +266,14 @@ def _token(args: argparse.Namespace) -> int:
             scopes=scopes,
         )
     )
+    return 0
+
+
+def _keys(args: argparse.Namespace) -> int:
+    new, retired = commands.rotate_keys(_place(args), retire_now=args.retire_now)
+    print(f"new signing key {new}")
+    for kid in retired:
+        print(f"retired key {kid}")
     return 0
 
 

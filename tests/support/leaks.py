@@ -14,6 +14,9 @@ from pathlib import Path
 from connectors.store.filestore import load_directory
 
 SEEN: list[tuple[str, bytes]] = []
+# Every registry password any test put into a Secret, for the session's final scan.
+PASSWORDS: set[str] = set()
+USERNAMES: set[str] = set()
 
 
 def record(where: str, data: bytes | str) -> None:
@@ -35,3 +38,12 @@ def secrets_under(config_dir: Path) -> list[bytes]:
 
 def find_leaks(needles: list[bytes], places: list[tuple[str, bytes]]) -> list[str]:
     return sorted({where for where, data in places for needle in needles if needle in data})
+
+
+def needles_for(passwords: set[str], username_hints: tuple[str, ...] = ()) -> list[bytes]:
+    """Each password, plain and inside any HTTP Basic value with a known username."""
+    needles = [p.encode() for p in passwords]
+    for password in passwords:
+        for user in username_hints:
+            needles.append(base64.b64encode(f"{user}:{password}".encode()))
+    return needles

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from connectors.standalone import demo
+from tests.support import leaks
 
 NAMESPACE = demo.NAMESPACE
 CONNECTOR = demo.CONNECTOR
@@ -15,4 +16,6 @@ def step_2(
     password: str = "your-registry-password",
 ) -> str:
     """Step 2's Secret and Connector, verbatim but for what a test points at a registry."""
+    leaks.PASSWORDS.add(password)
+    leaks.USERNAMES.add(username)
     return demo.SEED_MANIFEST.format(address=address, username=username, password=password)

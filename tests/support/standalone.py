@@ -47,6 +47,8 @@ def connector_manifest(
 
 
 def secret_manifest(name: str, username: str, password: str) -> str:
+    leaks.PASSWORDS.add(password)
+    leaks.USERNAMES.add(username)
     return json.dumps(
         {
             "apiVersion": "v1",

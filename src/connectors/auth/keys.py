@@ -8,6 +8,7 @@ handed out. A retired key is removed once no token it signed can still be valid.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import secrets
 import time
@@ -39,6 +40,7 @@ class KeyRing:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self._keys: dict[str, SigningKey] = {}
+        self._listing: frozenset[str] = frozenset()
         self.refresh()
 
     @classmethod
@@ -56,6 +58,16 @@ class KeyRing:
             for path in self.directory.glob("*.pem"):
                 keys[path.stem] = _read_key(path)
         self._keys = keys
+        self._listing = frozenset(keys)
+
+    def refresh_if_changed(self) -> bool:
+        """Reload when keys were added or removed by another process (`connectors keys
+        rotate`); cheap enough to call every second. True when something changed."""
+        listing = frozenset(p.stem for p in self.directory.glob("*.pem"))
+        if listing == self._listing:
+            return False
+        self.refresh()
+        return True
 
     def rotate(self) -> SigningKey:
         """Make a new signing key; older keys keep verifying."""
@@ -76,17 +88,30 @@ class KeyRing:
         self._keys[kid] = key
         return key
 
-    def retire_older_than(self, max_age_seconds: float) -> list[str]:
-        """Remove every key but the signer that is older than max_age_seconds."""
+    def retire_expired(self, max_token_seconds: float) -> list[str]:
+        """Remove the keys no token of which can still be valid: those a newer key replaced
+        more than `max_token_seconds` ago (the longest a token lives)."""
+        ordered = sorted(self._keys.values(), key=lambda k: (k.created, k.kid))
+        now = time.time()
+        stale = [
+            older.kid
+            for older, newer in itertools.pairwise(ordered)
+            if now - newer.created > max_token_seconds
+        ]
+        return self._remove(stale)
+
+    def retire_all_but_signer(self) -> list[str]:
+        """Remove every key but the newest at once (a key was exposed): every token it
+        signed is refused from now on."""
         signer = self.signer()
-        cutoff = time.time() - max_age_seconds
-        removed = []
-        for kid, key in list(self._keys.items()):
-            if kid != signer.kid and key.created < cutoff:
-                (self.directory / f"{kid}.pem").unlink(missing_ok=True)
-                del self._keys[kid]
-                removed.append(kid)
-        return removed
+        return self._remove([kid for kid in self._keys if kid != signer.kid])
+
+    def _remove(self, kids: list[str]) -> list[str]:
+        for kid in kids:
+            (self.directory / f"{kid}.pem").unlink(missing_ok=True)
+            del self._keys[kid]
+        self._listing = frozenset(self._keys)
+        return kids
 
     def signer(self) -> SigningKey:
         if not self._keys:

@@ -73,6 +73,19 @@ def issue_token(
     )
 
 
+def rotate_keys(place: Place, *, retire_now: bool) -> tuple[str, list[str]]:
+    """A new signing key; retire older keys whose tokens have all expired, or every older
+    key at once. A running server notices within a second."""
+    ring = KeyRing.open(place.state.keys)
+    new = ring.rotate()
+    retired = (
+        ring.retire_all_but_signer()
+        if retire_now
+        else ring.retire_expired(tokens.MAX_TTL_SECONDS + tokens.LEEWAY_SECONDS)
+    )
+    return new.kid, retired
+
+
 def render_files(
     place: Place, namespace: str, name: str, configurations: list[str], *, ttl_seconds: int
 ) -> dict[str, str]:

@@ -151,6 +151,8 @@ class StandaloneServer:
     async def _watch_loop(self) -> None:
         while True:
             await asyncio.sleep(self.options.reload_interval_seconds)
+            if await asyncio.to_thread(self.keys.refresh_if_changed):
+                log.info("signing keys changed; tokens of retired keys are refused from now")
             if await asyncio.to_thread(self.store.reload):
                 log.info("manifests changed; reconciling")
                 self._wake.set()

@@ -1,0 +1,156 @@
+"""Standalone control-plane faults under traffic: keys rotated and retired, a Secret deleted
+and recreated, the server restarted mid-upload. Nothing is let through wrongly, and no
+upload is reported successful that the registry lacks."""
+
+from __future__ import annotations
+
+import http.client
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import jwt
+import pytest
+
+from connectors.standalone import localregistry
+from connectors.standalone.localregistry import LocalRegistry
+from tests.reliability.test_client_faults import BOUNDARY, upload_body
+from tests.support import wire
+from tests.support.standalone import CONNECTORS, Standalone, connector_manifest, secret_manifest
+from tests.support.wheels import make_wheel
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> Iterator[tuple[Standalone, LocalRegistry]]:
+    with localregistry.pypiserver(tmp_path / "registry", hash_scheme="apr_md5_crypt") as registry:
+        server = Standalone(tmp_path / "server")
+        server.write(
+            "default",
+            "secret.yaml",
+            secret_manifest("registry-secret", registry.username, registry.password),
+        )
+        server.write("default", "connector.yaml", connector_manifest("mirror", registry.url))
+        port = localregistry.free_port()
+        server.start("--listen", f"127.0.0.1:{port}")
+        try:
+            server.wait_ready("default", "mirror")
+            yield server, registry
+        finally:
+            server.stop()
+
+
+def status(server: Standalone, token: str) -> int:
+    url = server.connector_url("default", "mirror") + "/simple/"
+    return wire.request("GET", url, headers=wire.basic(token)).status
+
+
+def rotate(server: Standalone, *extra: str) -> str:
+    result = subprocess.run(
+        [CONNECTORS, "keys", "rotate", *extra, "--config-dir", str(server.config_dir),
+         "--state-dir", str(server.state_dir)],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    return result.stdout
+
+
+def eventually(check: object, want: int, seconds: float = 20) -> None:
+    assert callable(check)
+    deadline = time.monotonic() + seconds
+    while check() != want:
+        assert time.monotonic() < deadline, f"never became {want}"
+        time.sleep(0.25)
+
+
+def test_rotated_keys_keep_old_tokens_working_until_retired(
+    setup: tuple[Standalone, LocalRegistry],
+):
+    server, _ = setup
+    first = server.token("default", "mirror")
+    assert "retired" not in rotate(server)
+    second = server.token("default", "mirror")
+    assert jwt.get_unverified_header(first)["kid"] != jwt.get_unverified_header(second)["kid"]
+    assert status(server, first) == status(server, second) == 200
+    out = rotate(server, "--retire-now")
+    assert out.count("retired key") == 2
+    third = server.token("default", "mirror")
+    assert status(server, third) == 200
+    # Within the reload second plus the decision cache's 10 s, the old keys' tokens stop.
+    eventually(lambda: status(server, first), 401)
+    eventually(lambda: status(server, second), 401)
+
+
+def test_a_secret_deleted_and_recreated_under_traffic_is_503_then_200_never_anything_else(
+    setup: tuple[Standalone, LocalRegistry],
+):
+    server, _ = setup
+    token = server.token("default", "mirror")
+    seen: list[int] = []
+    stop = threading.Event()
+
+    def traffic() -> None:
+        while not stop.is_set():
+            seen.append(status(server, token))
+            time.sleep(0.05)
+
+    worker = threading.Thread(target=traffic)
+    worker.start()
+    try:
+        time.sleep(0.5)
+        secret_file = server.config_dir / "default" / "secret.yaml"
+        saved = secret_file.read_text()
+        secret_file.unlink()
+        eventually(lambda: seen[-1] if seen else 0, 503)
+        secret_file.write_text(saved)
+        eventually(lambda: seen[-1] if seen else 0, 200)
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        worker.join()
+    assert set(seen) == {200, 503}
+    first_503, last_503 = seen.index(503), len(seen) - 1 - seen[::-1].index(503)
+    assert all(s == 503 for s in seen[first_503 : last_503 + 1])  # one outage, then back
+
+
+def test_a_restart_mid_uploads_never_reports_an_upload_the_registry_lacks(
+    setup: tuple[Standalone, LocalRegistry], tmp_path: Path
+):
+    server, registry = setup
+    token = server.token("default", "mirror")
+    url = server.connector_url("default", "mirror") + "/"
+    outcomes: dict[str, int | str] = {}
+    stop = threading.Event()
+
+    def uploads() -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            wheel = make_wheel(tmp_path / "w", f"restart-{n}", "1.0.0", payload=b"\x03" * 500_000)
+            headers = {**wire.basic(token),
+                       "Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}  # fmt: skip
+            try:
+                reply = wire.request(
+                    "POST", url, headers=headers, body=upload_body(wheel), timeout=10
+                )
+                outcomes[wheel.name] = reply.status
+            except (OSError, http.client.HTTPException) as exc:
+                outcomes[wheel.name] = exc.__class__.__name__
+                time.sleep(0.1)
+
+    worker = threading.Thread(target=uploads)
+    worker.start()
+    try:
+        time.sleep(1)
+        server.stop()
+        time.sleep(0.5)
+        server.start("--listen", server.url.removeprefix("http://"))
+        time.sleep(1.5)
+    finally:
+        stop.set()
+        worker.join()
+    succeeded = [name for name, outcome in outcomes.items() if outcome == 200]
+    assert succeeded, outcomes
+    assert any(outcome != 200 for outcome in outcomes.values()), "the restart was not felt"
+    missing = [name for name in succeeded if not (registry.packages / name).is_file()]
+    assert missing == []
