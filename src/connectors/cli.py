@@ -14,8 +14,9 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
+from typing import Any
 
 from connectors.api import crds
 from connectors.api.errors import ConnectorsError
@@ -325,7 +326,7 @@ def _proxy(args: argparse.Namespace) -> int:
         tls_cert_file=args.tls_cert_file,
         tls_key_file=args.tls_key_file,
     )
-    asyncio.run(cluster.run(kube_config.load(args.kubeconfig), options))
+    _run_fast(cluster.run(kube_config.load(args.kubeconfig), options))
     return 0
 
 
@@ -344,6 +345,16 @@ def _csi(args: argparse.Namespace) -> int:
     )
     asyncio.run(csi_server.run(kube_config.load(args.kubeconfig), options))
     return 0
+
+
+def _run_fast(main: Coroutine[Any, Any, None]) -> None:
+    """Run a data-path process on uvloop where it is installed (Linux), else asyncio."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
 
 
 def _host_port(text: str) -> tuple[str, int]:
@@ -382,7 +393,7 @@ def _serve(args: argparse.Namespace) -> int:
         reconcile_interval_seconds=args.reconcile_interval,
         forward=_forward_settings(args),
     )
-    asyncio.run(_serve_until_signalled(options))
+    _run_fast(_serve_until_signalled(options))
     return 0
 
 

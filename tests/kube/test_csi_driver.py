@@ -130,7 +130,7 @@ def node(
     require(netns.available(), "network namespaces (ip netns) are not available")
     workdir = tmp_path_factory.mktemp("csi")
     cluster = kube_cluster
-    cluster.kubectl("create", "namespace", NS, check=False)
+    cluster.create_namespace(NS)
     cluster.kubectl("apply", "-n", NS, "-f", "-", stdin=seed.step_2(
         address=pypi_registry.url, username=pypi_registry.username, password=pypi_registry.password,
     ))  # fmt: skip

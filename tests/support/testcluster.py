@@ -369,6 +369,16 @@ class TestCluster:
         )
         return loaded
 
+    def create_namespace(self, name: str, timeout: float = 30) -> None:
+        """Create a namespace (if missing) and wait for the controller manager to give it
+        its `default` ServiceAccount, as Pods need one to be admitted."""
+        self.kubectl("create", "namespace", name, check=False)
+        deadline = time.monotonic() + timeout
+        while self.kubectl("get", "serviceaccount", "default", "-n", name, check=False).returncode:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"namespace {name} got no default ServiceAccount")
+            time.sleep(0.2)
+
     def token_kubeconfig(self, name: str, token: str, namespace: str = "default") -> Path:
         """A kubeconfig that authenticates with `token` (a ServiceAccount's, say)."""
         path = self.workdir / f"{name}.kubeconfig"

@@ -25,6 +25,7 @@ from connectors.auth import credentials, tokens
 from connectors.auth.authenticator import Authenticator
 from connectors.proxy import forwarding, routing, safety
 from connectors.proxy.metrics import ProxyMetrics
+from connectors.proxy.rewritecache import RewriteCache
 from connectors.proxy.targets import TargetCache
 from connectors.store.base import Store
 
@@ -53,6 +54,7 @@ CONFIG = web.AppKey("config", ProxyConfig)
 TARGETS = web.AppKey("targets", TargetCache)
 SESSION = web.AppKey("session", aiohttp.ClientSession)
 METRICS = web.AppKey("metrics", ProxyMetrics)
+REWRITES = web.AppKey("rewrites", RewriteCache)
 
 # What handling learned about a request, for the audit line and the metrics.
 ROUTE = "connectors.route"
@@ -67,6 +69,7 @@ def make_app(config: ProxyConfig, metrics: ProxyMetrics | None = None) -> web.Ap
     app[CONFIG] = config
     app[METRICS] = metrics or ProxyMetrics()
     app[TARGETS] = TargetCache(config.store)
+    app[REWRITES] = RewriteCache()
     app.cleanup_ctx.append(_upstream_session)
     app.router.add_route("*", "/{tail:.*}", handle)
     return app
@@ -75,7 +78,10 @@ def make_app(config: ProxyConfig, metrics: ProxyMetrics | None = None) -> web.Ap
 async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
     connector = aiohttp.TCPConnector(limit=256, limit_per_host=64, ttl_dns_cache=60)
     async with aiohttp.ClientSession(
-        connector=connector, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar()
+        connector=connector,
+        auto_decompress=False,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        read_bufsize=1024 * 1024,  # large reads from the registry: fewer, bigger copies
     ) as session:
         app[SESSION] = session
         yield
@@ -159,6 +165,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
         client_base=client_base,
         session=request.app[SESSION],
         settings=config.forward,
+        cache=request.app[REWRITES],
     )
 
 

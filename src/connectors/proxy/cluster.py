@@ -80,7 +80,7 @@ async def run(config: ClusterConfig, options: ClusterProxyOptions) -> None:
             forward=options.forward,
         )
         runners = [
-            web.AppRunner(proxy_app.make_app(settings, metrics)),
+            web.AppRunner(proxy_app.make_app(settings, metrics), access_log=None),
             web.AppRunner(metrics.app()),
         ]
         try:

@@ -17,6 +17,7 @@ import yarl
 from aiohttp import web
 
 from connectors.proxy.links import Upstream
+from connectors.proxy.rewritecache import RewriteCache
 from connectors.proxy.targets import Target
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ class ForwardSettings:
     connect_timeout_seconds: float = 10.0
     read_timeout_seconds: float = 300.0
     max_index_bytes: int = 64 * 1024 * 1024
-    chunk_bytes: int = 256 * 1024
+    chunk_bytes: int = 1024 * 1024
 
 
 def error_response(status: int, message: str, *, challenge: bool = False) -> web.Response:
@@ -88,6 +89,7 @@ async def forward(
     client_base: str,
     session: aiohttp.ClientSession,
     settings: ForwardSettings,
+    cache: RewriteCache,
 ) -> web.StreamResponse:
     timeout = aiohttp.ClientTimeout(
         total=None,
@@ -120,7 +122,9 @@ async def forward(
                 and upstream.status == 200
                 and target.protocol.is_rewritable(upstream.content_type)
             ):
-                return await _rewritten(upstream, headers, target, client_base, settings)
+                return await _rewritten(
+                    upstream, headers, target, client_base, settings=settings, cache=cache
+                )
             return await _streamed(request, upstream, headers, settings)
     except aiohttp.ClientConnectorError as exc:
         request[UPSTREAM_ERROR] = "connect"
@@ -155,7 +159,9 @@ async def _rewritten(
     headers: dict[str, str],
     target: Target,
     client_base: str,
+    *,
     settings: ForwardSettings,
+    cache: RewriteCache,
 ) -> web.Response:
     raw = bytearray()
     async for chunk in upstream.content.iter_any():
@@ -166,12 +172,16 @@ async def _rewritten(
             )
     data = _decoded(bytes(raw), headers)
     page_url = str(upstream.url)
-    rewritten = target.protocol.rewrite(
-        data,
-        upstream.content_type,
-        page_url,
-        lambda url: target.link_map.to_client(url, client_base),
-    )
+    key = cache.key(target.link_map, page_url, client_base, upstream.content_type, data)
+    rewritten = cache.get(key)
+    if rewritten is None:
+        rewritten = target.protocol.rewrite(
+            data,
+            upstream.content_type,
+            page_url,
+            lambda url: target.link_map.to_client(url, client_base),
+        )
+        cache.put(key, rewritten)
     return web.Response(
         status=upstream.status, reason=upstream.reason, body=rewritten, headers=headers
     )
@@ -197,6 +207,10 @@ async def _streamed(
     if upstream.content_length is not None:
         response.content_length = upstream.content_length
     await response.prepare(request)
+    if request.transport is not None:
+        # Let a whole read from the registry sit in the send buffer before waiting on the
+        # client, instead of pausing every 64 KiB.
+        request.transport.set_write_buffer_limits(high=4 * settings.chunk_bytes)
     if request.method == "HEAD":
         await response.write_eof()
         return response

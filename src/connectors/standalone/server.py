@@ -98,7 +98,9 @@ class StandaloneServer:
             is_ready=self._reconciled_once.is_set,
             forward=self.options.forward,
         )
-        self._runner = web.AppRunner(proxy_app.make_app(config, self.metrics))
+        self._runner = web.AppRunner(
+            proxy_app.make_app(config, self.metrics), access_log=None
+        )  # the audit line replaces the access log
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.options.host, self.options.port)
         await site.start()

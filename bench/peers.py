@@ -1,0 +1,128 @@
+"""The processes a speed benchmark compares, each started on loopback and stopped after.
+
+- `nginx_upstream`: nginx serving static files behind basic auth, so the registry is never
+  the bottleneck of a throughput run;
+- `nginx_front`: nginx as a reverse proxy that injects the same credentials, tuned fairly
+  (keep-alive to the upstream, large buffers, no temporary files; config in
+  bench/nginx-front.conf);
+- `connectors_serve`: `connectors serve` with one Connector to the same upstream.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import shutil
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+from connectors.standalone.localregistry import free_port, write_htpasswd
+from tests.support.standalone import Standalone, connector_manifest, secret_manifest
+
+HERE = Path(__file__).parent
+USER, PASSWORD = "bench-user", "bench-password-4c1a"
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def _wait(url: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{url} did not come up")
+
+
+@contextlib.contextmanager
+def _nginx(workdir: Path, config: str) -> Iterator[None]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "nginx.conf").write_text(config)
+    process = subprocess.Popen(
+        [NGINX, "-p", str(workdir), "-c", str(workdir / "nginx.conf"), "-g", "daemon off;"],
+        stdout=subprocess.DEVNULL, stderr=(workdir / "stderr.log").open("wb"),
+    )  # fmt: skip
+    try:
+        yield
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def _common(workdir: Path) -> str:
+    # As root, nginx's workers would switch to an unprivileged user that cannot read the
+    # benchmark's private temporary directory.
+    user = "user root;\n" if os.geteuid() == 0 else ""
+    return user + (
+        f"worker_processes 1;\npid {workdir}/nginx.pid;\nerror_log {workdir}/error.log;\n"
+        "events { worker_connections 4096; }\n"
+    )
+
+
+@contextlib.contextmanager
+def nginx_upstream(workdir: Path, root: Path) -> Iterator[str]:
+    """Static files under `root`, basic auth required; yields its URL."""
+    port = free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
+    write_htpasswd(workdir / "htpasswd", USER, PASSWORD, "apr_md5_crypt")
+    config = (
+        _common(workdir)
+        + f"""http {{
+  access_log off; sendfile on; tcp_nopush on; keepalive_requests 100000;
+  types {{ text/html html; application/octet-stream whl bin; }}
+  default_type application/octet-stream;
+  server {{
+    listen 127.0.0.1:{port};
+    root {root};
+    auth_basic "bench"; auth_basic_user_file {workdir}/htpasswd;
+    location / {{ index index.html; }}
+  }}
+}}
+"""
+    )
+    with _nginx(workdir, config):
+        url = f"http://127.0.0.1:{port}"
+        _wait(url + "/")
+        yield url
+
+
+@contextlib.contextmanager
+def nginx_front(workdir: Path, upstream: str, user: str, password: str) -> Iterator[str]:
+    """The tuned reverse proxy of bench/nginx-front.conf in front of `upstream`."""
+    port = free_port()
+    template = (HERE / "nginx-front.conf").read_text()
+    config = _common(workdir) + template.format(
+        port=port, upstream=upstream.removeprefix("http://"),
+        authorization=basic(user, password),
+    )  # fmt: skip
+    with _nginx(workdir, config):
+        url = f"http://127.0.0.1:{port}"
+        _wait(url + "/")
+        yield url
+
+
+@contextlib.contextmanager
+def connectors_serve(
+    workdir: Path, upstream: str, user: str, password: str
+) -> Iterator[Standalone]:
+    server = Standalone(workdir)
+    server.write("default", "c.yaml", secret_manifest("s", user, password),
+                 connector_manifest("bench", upstream, secret="s"))  # fmt: skip
+    server.start()
+    try:
+        server.wait_ready("default", "bench")
+        yield server
+    finally:
+        server.stop()
