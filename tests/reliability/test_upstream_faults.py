@@ -57,7 +57,15 @@ def test_a_whole_file_comes_through_whole(setup: tuple[Standalone, FaultyRegistr
     assert reply.status == 200 and reply.body == faulty.BODY
 
 
-@pytest.mark.parametrize("name", ["truncated.whl", "chunked-cut.whl"])
+def test_a_large_file_relayed_in_the_kernel_arrives_byte_for_byte(
+    setup: tuple[Standalone, FaultyRegistry],
+):
+    server, _ = setup
+    reply = get(server, "faulty", "/files/big.whl")
+    assert reply.status == 200 and reply.body == faulty.BIG
+
+
+@pytest.mark.parametrize("name", ["truncated.whl", "chunked-cut.whl", "big-cut.whl"])
 def test_a_body_cut_short_upstream_never_reaches_the_client_as_complete(
     setup: tuple[Standalone, FaultyRegistry], name: str
 ):

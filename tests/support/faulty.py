@@ -11,6 +11,8 @@ behaviour per file name:
     stall.whl         no answer at all for a minute
     stall-body.whl    headers and 256 KiB, then silence for a minute
     error.whl         503 with a body of its own
+    big.whl           16 MiB, whole (large enough for the proxy's in-kernel relay)
+    big-cut.whl       Content-Length of 16 MiB, then the connection closes after 4 MiB
 
 It runs on loopback in a thread of its own and records every request it receives (method,
 Host, path, whether an Authorization came with it).
@@ -33,7 +35,18 @@ USERNAME = "faulty-user"
 PASSWORD = "faulty-password-7b1f"
 MIB = 1024 * 1024
 BODY = bytes(range(256)) * (MIB // 256)
-FILES = ("ok", "truncated", "chunked-cut", "reset", "stall", "stall-body", "error")
+BIG = BODY * 16
+FILES = (
+    "ok",
+    "truncated",
+    "chunked-cut",
+    "reset",
+    "stall",
+    "stall-body",
+    "error",
+    "big",
+    "big-cut",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +79,8 @@ async def _file(request: web.Request) -> web.StreamResponse:
     name = request.match_info["name"]
     if name == "ok.whl":
         return web.Response(body=BODY, content_type="application/octet-stream")
+    if name == "big.whl":
+        return web.Response(body=BIG, content_type="application/octet-stream")
     if name == "error.whl":
         return web.Response(status=503, text="registry overloaded, try later\n")
     if name == "reset.whl":
@@ -79,10 +94,12 @@ async def _file(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
     if name in ("truncated.whl", "stall-body.whl"):
         response.content_length = len(BODY)
+    elif name == "big-cut.whl":
+        response.content_length = len(BIG)
     else:
         response.enable_chunked_encoding()
     await response.prepare(request)
-    await response.write(BODY[: MIB // 4])
+    await response.write(BIG[: 4 * MIB] if name == "big-cut.whl" else BODY[: MIB // 4])
     if name == "stall-body.whl":
         await asyncio.sleep(60)
     assert request.transport is not None

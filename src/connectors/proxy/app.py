@@ -23,7 +23,7 @@ from aiohttp.typedefs import Handler
 from connectors.api.errors import AuthUnavailable, PermissionDenied, TokenError
 from connectors.auth import credentials, tokens
 from connectors.auth.authenticator import Authenticator
-from connectors.proxy import forwarding, routing, safety
+from connectors.proxy import forwarding, routing, safety, splice
 from connectors.proxy.metrics import ProxyMetrics
 from connectors.proxy.rewritecache import RewriteCache
 from connectors.proxy.targets import TargetCache
@@ -52,9 +52,8 @@ class ProxyConfig:
 
 CONFIG = web.AppKey("config", ProxyConfig)
 TARGETS = web.AppKey("targets", TargetCache)
-SESSION = web.AppKey("session", aiohttp.ClientSession)
+RESOURCES = web.AppKey("resources", forwarding.Resources)
 METRICS = web.AppKey("metrics", ProxyMetrics)
-REWRITES = web.AppKey("rewrites", RewriteCache)
 
 # What handling learned about a request, for the audit line and the metrics.
 ROUTE = "connectors.route"
@@ -69,13 +68,13 @@ def make_app(config: ProxyConfig, metrics: ProxyMetrics | None = None) -> web.Ap
     app[CONFIG] = config
     app[METRICS] = metrics or ProxyMetrics()
     app[TARGETS] = TargetCache(config.store)
-    app[REWRITES] = RewriteCache()
     app.cleanup_ctx.append(_upstream_session)
     app.router.add_route("*", "/{tail:.*}", handle)
     return app
 
 
 async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
+    """The registry connection pool, the rewrite cache and the splice workers."""
     connector = aiohttp.TCPConnector(limit=256, limit_per_host=64, ttl_dns_cache=60)
     async with aiohttp.ClientSession(
         connector=connector,
@@ -83,8 +82,13 @@ async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
         cookie_jar=aiohttp.DummyCookieJar(),
         read_bufsize=1024 * 1024,  # large reads from the registry: fewer, bigger copies
     ) as session:
-        app[SESSION] = session
-        yield
+        relays = splice.Relays() if splice.AVAILABLE else None
+        app[RESOURCES] = forwarding.Resources(session, RewriteCache(), relays)
+        try:
+            yield
+        finally:
+            if relays is not None:
+                relays.close()
 
 
 @web.middleware
@@ -98,7 +102,7 @@ async def audit(request: web.Request, handler: Handler) -> web.StreamResponse:
     identity: tokens.Identity | None = request.get(IDENTITY)
     duration = time.monotonic() - started
     connector = f"{found.namespace}/{found.name}"
-    sent = response.body_length
+    sent = response.body_length + request.get(forwarding.SPLICED_BYTES, 0)
     audit_log.info(
         json.dumps(
             {
@@ -163,9 +167,8 @@ async def handle(request: web.Request) -> web.StreamResponse:
         target,
         destination,
         client_base=client_base,
-        session=request.app[SESSION],
+        resources=request.app[RESOURCES],
         settings=config.forward,
-        cache=request.app[REWRITES],
     )
 
 

@@ -8,6 +8,7 @@ are dropped: a registry session cookie is a credential too.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import zlib
@@ -16,6 +17,7 @@ import aiohttp
 import yarl
 from aiohttp import web
 
+from connectors.proxy import splice
 from connectors.proxy.links import Upstream
 from connectors.proxy.rewritecache import RewriteCache
 from connectors.proxy.targets import Target
@@ -40,6 +42,17 @@ _RESPONSE_DROPPED = HOP_BY_HOP | {"set-cookie", "content-length", "www-authentic
 
 # Set on the request when the registry failed: connect, timeout, protocol, truncated, refused.
 UPSTREAM_ERROR = "connectors.upstream_error"
+# Body bytes that went to the client by splice(2), outside aiohttp's own count.
+SPLICED_BYTES = "connectors.spliced_bytes"
+
+
+@dataclasses.dataclass(frozen=True)
+class Resources:
+    """What forwarding shares across requests, opened and closed with the app."""
+
+    session: aiohttp.ClientSession
+    rewrites: RewriteCache
+    relays: splice.Relays | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,10 +100,10 @@ async def forward(
     destination: Upstream,
     *,
     client_base: str,
-    session: aiohttp.ClientSession,
+    resources: Resources,
     settings: ForwardSettings,
-    cache: RewriteCache,
 ) -> web.StreamResponse:
+    session, cache = resources.session, resources.rewrites
     timeout = aiohttp.ClientTimeout(
         total=None,
         connect=settings.connect_timeout_seconds,
@@ -125,7 +138,7 @@ async def forward(
                 return await _rewritten(
                     upstream, headers, target, client_base, settings=settings, cache=cache
                 )
-            return await _streamed(request, upstream, headers, settings)
+            return await _streamed(request, upstream, headers, settings, resources.relays)
     except aiohttp.ClientConnectorError as exc:
         request[UPSTREAM_ERROR] = "connect"
         log.warning(
@@ -202,6 +215,7 @@ async def _streamed(
     upstream: aiohttp.ClientResponse,
     headers: dict[str, str],
     settings: ForwardSettings,
+    relays: splice.Relays | None,
 ) -> web.StreamResponse:
     response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
     if upstream.content_length is not None:
@@ -214,6 +228,75 @@ async def _streamed(
     if request.method == "HEAD":
         await response.write_eof()
         return response
+    if relays is not None and _spliceable(request, upstream) and relays.try_reserve():
+        try:
+            return await _spliced(request, upstream, response, relays, settings)
+        finally:
+            relays.release()
+    return await _stream_rest(request, upstream, response, settings)
+
+
+def _spliceable(request: web.Request, upstream: aiohttp.ClientResponse) -> bool:
+    length = upstream.content_length
+    return (
+        splice.AVAILABLE
+        and request.method == "GET"
+        and upstream.status == 200
+        and length is not None
+        and length >= splice.MIN_BYTES
+        and upstream.url.scheme == "http"
+        and not request.secure
+    )
+
+
+async def _spliced(
+    request: web.Request,
+    upstream: aiohttp.ClientResponse,
+    response: web.StreamResponse,
+    relays: splice.Relays,
+    settings: ForwardSettings,
+) -> web.StreamResponse:
+    """Send what aiohttp already read, then let the kernel move the rest."""
+    up_transport = upstream.connection.transport if upstream.connection else None
+    client = request.transport
+    source, sink = splice.socket_of(up_transport), splice.socket_of(client)
+    if up_transport is None or client is None or source is None or sink is None:
+        for sock in (source, sink):
+            if sock is not None:
+                sock.close()
+        return await _stream_rest(request, upstream, response, settings)
+    # Take what aiohttp holds, then stop it reading, with no await in between: reading
+    # the buffer may resume the transport, and any later byte would be lost to aiohttp.
+    buffered = upstream.content.read_nowait()
+    up_transport.pause_reading()
+    if buffered:
+        await response.write(buffered)
+    # Keep the bytes in order on the wire: nothing may still wait in the transport's buffer.
+    while client.get_write_buffer_size():  # noqa: ASYNC110 (no event says "buffer empty")
+        await asyncio.sleep(0.001)
+    client.pause_reading()
+    remaining = (upstream.content_length or 0) - len(buffered)
+    try:
+        await relays.relay(source, sink, remaining, settings.read_timeout_seconds)
+    except splice.RelayBroken as exc:
+        request[UPSTREAM_ERROR] = "truncated"
+        log.warning("relaying a body failed (%s); closing the client connection", exc)
+        client.close()
+        return response
+    finally:
+        upstream.close()  # its parser never saw the body: the connection cannot be reused
+    request[SPLICED_BYTES] = remaining
+    client.resume_reading()
+    await response.write_eof()
+    return response
+
+
+async def _stream_rest(
+    request: web.Request,
+    upstream: aiohttp.ClientResponse,
+    response: web.StreamResponse,
+    settings: ForwardSettings,
+) -> web.StreamResponse:
     try:
         async for chunk in upstream.content.iter_chunked(settings.chunk_bytes):
             await response.write(chunk)
