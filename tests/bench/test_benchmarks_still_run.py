@@ -3,6 +3,7 @@ speed is measured by running the benchmarks themselves (docs/benchmarks.md)."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -25,3 +26,20 @@ def test_operator_scale_benchmark_runs_and_reports_every_connector_ready():
     rows = dict(line.split(None, 1) for line in result.stdout.splitlines()[1:])
     assert rows["connectors"].strip() == rows["ready"].strip() == "20"
     assert float(rows["api_requests_per_connector"]) > 0
+
+
+def test_proxy_speed_benchmark_runs_every_workload_on_every_path():
+    for tool in ("nginx", "wrk", "curl"):
+        require(shutil.which(tool) is not None or Path(f"/usr/sbin/{tool}").exists(),
+                f"{tool} is not installed (Debian packages nginx-light, wrk, curl)")  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.proxy_speed", "--quick"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    rows = result.stdout.splitlines()[2:]
+    assert any(row.startswith("download ") for row in rows)
+    assert any(row.startswith("pip install ") for row in rows)
+    for row in rows:
+        if "MB/s" in row or "req/s" in row:
+            assert len(row.split()) >= 5 and "-" not in row.split()[-5:-2], row
