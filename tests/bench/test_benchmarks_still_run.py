@@ -3,6 +3,7 @@ speed is measured by running the benchmarks themselves (docs/benchmarks.md)."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -43,3 +44,15 @@ def test_proxy_speed_benchmark_runs_every_workload_on_every_path():
     for row in rows:
         if "MB/s" in row or "req/s" in row:
             assert len(row.split()) >= 5 and "-" not in row.split()[-5:-2], row
+
+
+def test_kube_auth_benchmark_runs_and_reports_both_costs():
+    missing = testcluster.missing_reason()
+    require(missing is None, missing or "")
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.kube_auth", "--quick"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    figures = json.loads(result.stdout[result.stdout.index("{") :])
+    assert figures["miss_p50_ms"] > 0 and figures["hit_us"] > 0
