@@ -34,16 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
     fresh, cached = (20, 2000) if args.quick else (200, 20000)
-    binaries = testcluster.testbin()
-    if binaries is None:
-        raise SystemExit("build the control plane first: scripts/build-testbin")
-    with tempfile.TemporaryDirectory(prefix="connectors-auth-") as tmp:
-        cluster = testcluster.TestCluster(Path(tmp) / "cluster", binaries)
-        cluster.start()
-        try:
-            figures = measure(cluster, fresh, cached)
-        finally:
-            cluster.stop()
+    with (
+        tempfile.TemporaryDirectory(prefix="connectors-auth-") as tmp,
+        testcluster.running(Path(tmp) / "cluster") as cluster,
+    ):
+        figures = measure(cluster, fresh, cached)
     print(json.dumps(figures, indent=1))
     return 0
 

@@ -57,12 +57,7 @@ def ready_count(cluster: testcluster.TestCluster) -> int:
 
 
 def run(count: int, workdir: Path, hash_scheme: str) -> dict[str, float]:
-    binaries = testcluster.testbin()
-    if binaries is None:
-        raise SystemExit("build the control plane first: scripts/build-testbin")
-    cluster = testcluster.TestCluster(workdir / "cluster", binaries)
-    cluster.start()
-    try:
+    with testcluster.running(workdir / "cluster") as cluster:
         cluster.kubectl("apply", "--server-side", "-f", "deploy/crds/connectors.alauda.io.yaml")
         cluster.kubectl("wait", "--for=condition=Established", "crd", "--all")
         cluster.kubectl("create", "namespace", NAMESPACE)
@@ -72,8 +67,6 @@ def run(count: int, workdir: Path, hash_scheme: str) -> dict[str, float]:
                 return _measure(cluster, registry, count)
             finally:
                 operator.stop()
-    finally:
-        cluster.stop()
 
 
 def _measure(

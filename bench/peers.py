@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from connectors.standalone.localregistry import free_port, write_htpasswd
-from tests.support.standalone import Standalone, connector_manifest, secret_manifest
+from tests.support.standalone import Standalone, serving
 
 HERE = Path(__file__).parent
 USER, PASSWORD = "bench-user", "bench-password-4c1a"
@@ -117,12 +117,5 @@ def nginx_front(workdir: Path, upstream: str, user: str, password: str) -> Itera
 def connectors_serve(
     workdir: Path, upstream: str, user: str, password: str
 ) -> Iterator[Standalone]:
-    server = Standalone(workdir)
-    server.write("default", "c.yaml", secret_manifest("s", user, password),
-                 connector_manifest("bench", upstream, secret="s"))  # fmt: skip
-    server.start()
-    try:
-        server.wait_ready("default", "bench")
+    with serving(workdir, upstream, user, password, name="bench") as server:
         yield server
-    finally:
-        server.stop()

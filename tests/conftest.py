@@ -67,11 +67,7 @@ def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClust
     connectors CRDs installed, shared by the whole session."""
     missing = testcluster.missing_reason()
     require(missing is None, missing or "")
-    binaries = testcluster.testbin()
-    assert binaries is not None
-    cluster = TestCluster(tmp_path_factory.mktemp("cluster"), binaries)
-    try:
-        cluster.start()
+    with testcluster.running(tmp_path_factory.mktemp("cluster")) as cluster:
         subprocess.run(
             [CONNECTORS, "install", "crds", "--kubeconfig", str(cluster.kubeconfig)],
             check=True,
@@ -79,8 +75,6 @@ def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClust
             timeout=120,
         )
         yield cluster
-    finally:
-        cluster.stop()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -48,14 +48,8 @@ def fresh_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClus
     modules create without Helm."""
     missing = testcluster.missing_reason()
     require(missing is None, missing or "")
-    binaries = testcluster.testbin()
-    assert binaries is not None
-    cluster = TestCluster(tmp_path_factory.mktemp("helm-cluster"), binaries)
-    try:
-        cluster.start()
+    with testcluster.running(tmp_path_factory.mktemp("helm-cluster")) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 def test_the_chart_lints_clean():

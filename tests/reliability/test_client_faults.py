@@ -15,7 +15,7 @@ import pytest
 from connectors.standalone import localregistry
 from connectors.standalone.localregistry import LocalRegistry
 from tests.support import wire
-from tests.support.standalone import Standalone, connector_manifest, secret_manifest
+from tests.support.standalone import Standalone, serving
 from tests.support.wheels import make_wheel
 
 BOUNDARY = "connectors-test-boundary"
@@ -24,19 +24,11 @@ BOUNDARY = "connectors-test-boundary"
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Standalone, LocalRegistry]]:
     workdir = tmp_path_factory.mktemp("client-faults")
-    with localregistry.pypiserver(workdir / "registry", hash_scheme="apr_md5_crypt") as registry:
-        server = Standalone(workdir / "server")
-        server.write(
-            "default", "c.yaml",
-            secret_manifest("registry-secret", registry.username, registry.password),
-            connector_manifest("mirror", registry.url),
-        )  # fmt: skip
-        server.start()
-        try:
-            server.wait_ready("default", "mirror")
-            yield server, registry
-        finally:
-            server.stop()
+    with (
+        localregistry.pypiserver(workdir / "registry", hash_scheme="apr_md5_crypt") as registry,
+        serving(workdir / "server", registry.url, registry.username, registry.password) as server,
+    ):
+        yield server, registry
 
 
 def upload_body(wheel: Path) -> bytes:

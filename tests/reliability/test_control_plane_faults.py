@@ -18,27 +18,19 @@ from connectors.standalone import localregistry
 from connectors.standalone.localregistry import LocalRegistry
 from tests.reliability.test_client_faults import BOUNDARY, upload_body
 from tests.support import wire
-from tests.support.standalone import CONNECTORS, Standalone, connector_manifest, secret_manifest
+from tests.support.standalone import CONNECTORS, Standalone, serving
 from tests.support.wheels import make_wheel
 
 
 @pytest.fixture
 def setup(tmp_path: Path) -> Iterator[tuple[Standalone, LocalRegistry]]:
-    with localregistry.pypiserver(tmp_path / "registry", hash_scheme="apr_md5_crypt") as registry:
-        server = Standalone(tmp_path / "server")
-        server.write(
-            "default",
-            "secret.yaml",
-            secret_manifest("registry-secret", registry.username, registry.password),
-        )
-        server.write("default", "connector.yaml", connector_manifest("mirror", registry.url))
-        port = localregistry.free_port()
-        server.start("--listen", f"127.0.0.1:{port}")
-        try:
-            server.wait_ready("default", "mirror")
-            yield server, registry
-        finally:
-            server.stop()
+    listen = f"127.0.0.1:{localregistry.free_port()}"  # kept across a restart
+    with (
+        localregistry.pypiserver(tmp_path / "registry", hash_scheme="apr_md5_crypt") as registry,
+        serving(tmp_path / "server", registry.url, registry.username, registry.password,
+                "--listen", listen) as server,
+    ):  # fmt: skip
+        yield server, registry
 
 
 def status(server: Standalone, token: str) -> int:

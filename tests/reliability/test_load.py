@@ -26,7 +26,7 @@ import pytest
 
 from connectors.standalone import localregistry
 from tests.support import wire
-from tests.support.standalone import Standalone, connector_manifest, secret_manifest
+from tests.support.standalone import serving
 from tests.support.wheels import make_wheel
 
 CLIENTS = int(os.environ.get("CONNECTORS_LOAD_CLIENTS", "50"))
@@ -91,15 +91,8 @@ def test_many_clients_mixing_reads_and_uploads_see_no_errors_and_leave_nothing_b
     with localregistry.pypiserver(tmp_path / "registry", hash_scheme="apr_md5_crypt") as registry:
         for project in PROJECTS:
             make_wheel(registry.packages, project, "1.0.0", payload=os.urandom(200_000))
-        server = Standalone(tmp_path / "server")
-        server.write(
-            "default", "c.yaml",
-            secret_manifest("registry-secret", registry.username, registry.password),
-            connector_manifest("mirror", registry.url),
-        )  # fmt: skip
-        server.start()
-        try:
-            server.wait_ready("default", "mirror")
+        with serving(tmp_path / "server", registry.url, registry.username,
+                     registry.password) as server:  # fmt: skip
             base = server.connector_url("default", "mirror")
             headers = wire.basic(server.token("default", "mirror"))
             proxy = psutil.Process(server.pid)
@@ -130,8 +123,6 @@ def test_many_clients_mixing_reads_and_uploads_see_no_errors_and_leave_nothing_b
             elapsed = time.monotonic() - started - 1.5
             time.sleep(1.5)  # let closed connections be reaped
             rss_after, fds_after = proxy.memory_info().rss, proxy.num_fds()
-        finally:
-            server.stop()
         tally, uploaded = run.tally, run.uploaded
         errors = {k: v for k, v in tally.items() if " " in k}
         total = sum(tally.values())

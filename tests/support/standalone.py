@@ -6,10 +6,12 @@ call; status comes from the state directory that `get connectors` reads.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -207,3 +209,20 @@ class Standalone:
         if self.place.state.status_file.exists():
             places.append(("status.json", self.place.state.status_file.read_bytes()))
         return leaks.find_leaks(leaks.secrets_under(self.config_dir), places)
+
+
+@contextlib.contextmanager
+def serving(
+    workdir: Path, address: str, username: str, password: str, *start: str, name: str = "mirror"
+) -> Iterator[Standalone]:
+    """`connectors serve` with one Connector `name` to `address`, Ready. The Secret and the
+    Connector are in separate files (secret.yaml, connector.yaml) so a test can remove one."""
+    server = Standalone(workdir)
+    server.write("default", "secret.yaml", secret_manifest("registry-secret", username, password))
+    server.write("default", "connector.yaml", connector_manifest(name, address))
+    server.start(*start)
+    try:
+        server.wait_ready("default", name)
+        yield server
+    finally:
+        server.stop()

@@ -13,6 +13,7 @@ kubectl is the PyPI wheel's. Used by the pytest fixture `kube_cluster` and by
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime
 import ipaddress
 import json
@@ -24,6 +25,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 from cryptography import x509
@@ -386,6 +388,21 @@ class TestCluster:
         path.write_text(kubeconfig_text(self.server, ca, {"token": token}, namespace))
         path.chmod(0o600)
         return path
+
+
+@contextlib.contextmanager
+def running(workdir: Path) -> Iterator[TestCluster]:
+    """A started cluster under `workdir`, stopped afterwards; the binaries must be built
+    (check `missing_reason()` first)."""
+    binaries = testbin()
+    if binaries is None:
+        raise RuntimeError("the test control plane is not built: run scripts/build-testbin")
+    cluster = TestCluster(workdir, binaries)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 def _alive(pid: int) -> bool:
