@@ -342,3 +342,25 @@ def test_with_the_api_server_down_cached_identities_hold_and_new_ones_get_503(se
     while wire.request("GET", url, headers=wire.basic(fresh)).status != 200:
         assert time.monotonic() < deadline, "the proxy did not recover with the API server"
         time.sleep(0.5)
+
+
+def test_a_status_naming_another_audience_cannot_open_the_proxy_to_other_tokens(setup: Setup):
+    # Whoever can write a Connector's status cannot make the proxy accept tokens minted
+    # for the API server (every Pod's default token).
+    status = {"status": {"proxy": {"httpAddress": {"url": ISSUER, "audience": ISSUER}}}}
+    setup.cluster.kubectl(
+        "patch", "connector", NAME, "-n", NS, "--subresource=status", "--type=merge",
+        "-p", json.dumps(status),
+    )  # fmt: skip
+    api_token = setup.cluster.kubectl(
+        "create", "token", "builder", "-n", NS, f"--audience={ISSUER}"
+    ).stdout.strip()
+    time.sleep(1)  # the watch delivers the new status
+    reply = wire.request("GET", setup.base() + "/simple/", headers=wire.basic(api_token))
+    assert reply.status == 401
+    assert (
+        wire.request(
+            "GET", setup.base() + "/simple/", headers=wire.basic(setup.token("builder"))
+        ).status
+        == 200
+    )

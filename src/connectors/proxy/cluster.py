@@ -2,8 +2,8 @@
 
 Resources come from a KubeStore (watches; no API read per request), tokens are checked by
 TokenReview and SubjectAccessReview, and each connector's audience is the address its
-Service gives it (`http://c-<name>.<namespace>.svc.<domain>`, or what the operator wrote in
-`status.proxy.httpAddress.audience`). Metrics are served on a port of their own.
+Service gives it (`http(s)://c-<name>.<namespace>.svc.<domain>`, the same address the
+operator writes into `status.proxy.httpAddress`). Metrics are served on a port of their own.
 """
 
 from __future__ import annotations
@@ -50,13 +50,13 @@ class ClusterProxyOptions:
         return context
 
 
-def audience_lookup(store: KubeStore, domain: str) -> proxy_app.AudienceFor:
+def audience_lookup(domain: str, scheme: str) -> proxy_app.AudienceFor:
+    """A connector's audience is derived from its name alone, never read from its status:
+    whatever a status says, no token minted for another audience (the API server's, say)
+    can ever be accepted here."""
+
     def audience_for(namespace: str, name: str) -> str:
-        connector = store.snapshot().connectors.get((namespace, name))
-        status_proxy = connector.status.proxy if connector else None
-        if status_proxy and status_proxy.http_address and status_proxy.http_address.audience:
-            return status_proxy.http_address.audience
-        return routing.cluster_url(namespace, name, domain=domain)
+        return routing.cluster_url(namespace, name, domain=domain, scheme=scheme)
 
     return audience_for
 
@@ -75,7 +75,9 @@ async def run(config: ClusterConfig, options: ClusterProxyOptions) -> None:
         settings = proxy_app.ProxyConfig(
             store=store,
             authenticator=authenticator,
-            audience_for=audience_lookup(store, options.cluster_domain),
+            audience_for=audience_lookup(
+                options.cluster_domain, "https" if options.tls_cert_file else "http"
+            ),
             is_ready=store.is_synced,
             forward=options.forward,
         )
