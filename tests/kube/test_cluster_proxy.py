@@ -344,6 +344,28 @@ def test_with_the_api_server_down_cached_identities_hold_and_new_ones_get_503(se
         time.sleep(0.5)
 
 
+def test_a_secret_deleted_and_recreated_is_503_then_200_and_nothing_else(setup: Setup):
+    token = setup.token("reader")
+    url = setup.base() + "/simple/"
+    assert wire.request("GET", url, headers=wire.basic(token)).status == 200
+    setup.cluster.kubectl("delete", "secret", "registry-secret", "-n", NS)
+    seen = []
+    deadline = time.monotonic() + 15
+    while (status := wire.request("GET", url, headers=wire.basic(token)).status) != 503:
+        seen.append(status)
+        assert time.monotonic() < deadline, "the deleted Secret was still used"
+        time.sleep(0.1)
+    assert b"registry-secret not found" in wire.request("GET", url, headers=wire.basic(token)).body
+    setup.cluster.kubectl("apply", "-n", NS, "-f", "-", stdin=secret_manifest(
+        "registry-secret", setup.registry.username, setup.registry.password))  # fmt: skip
+    deadline = time.monotonic() + 15
+    while (status := wire.request("GET", url, headers=wire.basic(token)).status) != 200:
+        seen.append(status)
+        assert time.monotonic() < deadline, "the recreated Secret was not used"
+        time.sleep(0.1)
+    assert set(seen) <= {200, 503}  # never a 401 or a 5xx from a half-known Secret
+
+
 def test_a_status_naming_another_audience_cannot_open_the_proxy_to_other_tokens(setup: Setup):
     # Whoever can write a Connector's status cannot make the proxy accept tokens minted
     # for the API server (every Pod's default token).
