@@ -14,7 +14,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--advertise-url", default=None, help="base URL clients use (default http://HOST:PORT)"
     )
     _add_upstream_timeout(serve)
+    serve.add_argument(
+        "--metrics-listen",
+        default=None,
+        help="HOST:PORT to serve Prometheus /metrics (default off)",
+    )
     serve.add_argument(
         "--reconcile-interval",
         type=float,
@@ -326,7 +331,8 @@ def _proxy(args: argparse.Namespace) -> int:
         tls_cert_file=args.tls_cert_file,
         tls_key_file=args.tls_key_file,
     )
-    _run_fast(cluster.run(kube_config.load(args.kubeconfig), options))
+    config = kube_config.load(args.kubeconfig)
+    _run_fast(_until_signalled(lambda stop: cluster.run(config, options, stop)))
     return 0
 
 
@@ -343,7 +349,8 @@ def _csi(args: argparse.Namespace) -> int:
         cluster_domain=args.cluster_domain,
         refresh_fraction=args.refresh_fraction,
     )
-    asyncio.run(csi_server.run(kube_config.load(args.kubeconfig), options))
+    config = kube_config.load(args.kubeconfig)
+    asyncio.run(_until_signalled(lambda stop: csi_server.run(config, options, stop)))
     return 0
 
 
@@ -392,17 +399,23 @@ def _serve(args: argparse.Namespace) -> int:
         advertise_url=args.advertise_url,
         reconcile_interval_seconds=args.reconcile_interval,
         forward=_forward_settings(args),
+        metrics_listen=_host_port(args.metrics_listen) if args.metrics_listen else None,
     )
-    _run_fast(_serve_until_signalled(options))
+    _run_fast(_until_signalled(lambda stop: _standalone(options, stop)))
     return 0
 
 
-async def _serve_until_signalled(options: server.ServeOptions) -> None:
+async def _until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    """Run a long-lived command until SIGINT or SIGTERM asks it to stop."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signum, stop.set)
+    await main(stop)
+
+
+async def _standalone(options: server.ServeOptions, stop: asyncio.Event) -> None:
     async with server.StandaloneServer(options):
         await stop.wait()
 

@@ -8,9 +8,16 @@ from pathlib import Path
 
 import pytest
 
+from connectors.standalone import localregistry
 from connectors.standalone.localregistry import LocalRegistry
 from tests.support import wire
-from tests.support.standalone import CONNECTORS, Standalone, connector_manifest, secret_manifest
+from tests.support.standalone import (
+    CONNECTORS,
+    Standalone,
+    connector_manifest,
+    secret_manifest,
+    serving,
+)
 
 
 def cli(*args: str, place: Standalone) -> subprocess.CompletedProcess[str]:
@@ -108,3 +115,20 @@ def test_token_without_a_running_server_says_to_start_one(
     assert result.returncode == 1
     assert "no standalone server is running" in result.stderr
     assert "start `connectors serve`" in result.stderr
+
+
+def test_serve_can_expose_metrics_on_a_port_of_its_own(
+    pypi_registry: LocalRegistry, tmp_path: Path
+):
+    port = localregistry.free_port()
+    with serving(tmp_path, pypi_registry.url, pypi_registry.username, pypi_registry.password,
+                 "--metrics-listen", f"127.0.0.1:{port}") as server:  # fmt: skip
+        token = server.token("default", "mirror")
+        reply = wire.request("GET", server.connector_url("default", "mirror") + "/simple/",
+                             headers=wire.basic(token))  # fmt: skip
+        assert reply.status == 200
+        metrics = wire.request("GET", f"http://127.0.0.1:{port}/metrics").body.decode()
+    counted = [
+        line for line in metrics.splitlines() if line.startswith("connectors_requests_total{")
+    ]
+    assert any('connector="default/mirror"' in line and 'code="200"' in line for line in counted)

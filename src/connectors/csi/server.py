@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
-import signal
 from pathlib import Path
 
 import grpc
@@ -39,12 +37,8 @@ def socket_path(endpoint: str) -> Path:
     return Path(endpoint.removeprefix("unix://"))
 
 
-async def run(config: ClusterConfig, options: CsiOptions) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(signum, stop.set)
+async def run(config: ClusterConfig, options: CsiOptions, stop: asyncio.Event) -> None:
+    """Serve until `stop` is set."""
     path = socket_path(options.endpoint)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.unlink(missing_ok=True)  # a socket left by a previous run

@@ -9,10 +9,8 @@ operator writes into `status.proxy.httpAddress`). Metrics are served on a port o
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
-import signal
 import ssl
 from pathlib import Path
 
@@ -61,12 +59,8 @@ def audience_lookup(domain: str, scheme: str) -> proxy_app.AudienceFor:
     return audience_for
 
 
-async def run(config: ClusterConfig, options: ClusterProxyOptions) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(signum, stop.set)
+async def run(config: ClusterConfig, options: ClusterProxyOptions, stop: asyncio.Event) -> None:
+    """Serve until `stop` is set."""
     async with KubeClient(config) as kube:
         store = KubeStore(kube, base_classes=builtin_classes())
         await store.start()

@@ -222,9 +222,10 @@ async def _streamed(
         response.content_length = upstream.content_length
     await response.prepare(request)
     if request.transport is not None:
-        # Let a whole read from the registry sit in the send buffer before waiting on the
-        # client, instead of pausing every 64 KiB.
-        request.transport.set_write_buffer_limits(high=4 * settings.chunk_bytes)
+        # Let one whole read from the registry sit in the send buffer before waiting on
+        # the client, instead of pausing every 64 KiB; no more, so that memory per slow
+        # client stays near two reads.
+        request.transport.set_write_buffer_limits(high=settings.chunk_bytes)
     if request.method == "HEAD":
         await response.write_eof()
         return response
@@ -272,7 +273,15 @@ async def _spliced(
     if buffered:
         await response.write(buffered)
     # Keep the bytes in order on the wire: nothing may still wait in the transport's buffer.
-    while client.get_write_buffer_size():  # noqa: ASYNC110 (no event says "buffer empty")
+    # A client that stops reading meanwhile gets the same timeout as a silent registry.
+    deadline = asyncio.get_running_loop().time() + settings.read_timeout_seconds
+    while client.get_write_buffer_size():
+        if asyncio.get_running_loop().time() > deadline:
+            source.close()  # the duplicates; the relay would have closed them
+            sink.close()
+            upstream.close()
+            client.close()
+            return response
         await asyncio.sleep(0.001)
     client.pause_reading()
     remaining = (upstream.content_length or 0) - len(buffered)

@@ -41,6 +41,7 @@ class ServeOptions:
     host: str = "127.0.0.1"
     port: int = 8080
     advertise_url: str | None = None
+    metrics_listen: tuple[str, int] | None = None  # where to serve /metrics, if anywhere
     reconcile_interval_seconds: float = 30.0
     reload_interval_seconds: float = 1.0
     reconcile: ReconcileSettings = ReconcileSettings()
@@ -71,6 +72,7 @@ class StandaloneServer:
         self.board = StatusBoard(self.state)
         self.url = ""
         self._runner: web.AppRunner | None = None
+        self._metrics_runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
@@ -106,6 +108,10 @@ class StandaloneServer:
         await site.start()
         port = int(self._runner.addresses[0][1])
         self.url = advertised_base(self.options, port)
+        if self.options.metrics_listen is not None:
+            self._metrics_runner = web.AppRunner(self.metrics.app())
+            await self._metrics_runner.setup()
+            await web.TCPSite(self._metrics_runner, *self.options.metrics_listen).start()
         self._session = aiohttp.ClientSession()
         self.state.write_server(self.url)
         self._tasks = [
@@ -123,8 +129,9 @@ class StandaloneServer:
         self.state.clear_server()
         if self._session is not None:
             await self._session.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
+        for runner in (self._runner, self._metrics_runner):
+            if runner is not None:
+                await runner.cleanup()
 
     async def wait_reconciled(self) -> None:
         await self._reconciled_once.wait()
