@@ -158,12 +158,16 @@ def pip_install_seconds(index_url: str, names: list[str], workdir: Path, repeats
 def upload_seconds(
     url: str, user: str, password: str, wheel: Path, target: Target
 ) -> tuple[float, int]:
+    # Credentials go through twine's environment: on argv, a password that begins with "-"
+    # parses as an option, and any user of the machine can read it with ps.
+    credentials = {"TWINE_USERNAME": user, "TWINE_PASSWORD": password}
     started = time.monotonic()
     with PeakRss(target.process()) as rss:
         subprocess.run(
             [sys.executable, "-m", "twine", "upload", "--non-interactive", "--disable-progress-bar",
-             "--repository-url", url, "-u", user, "-p", password, str(wheel)],
-            env=client_environment(), check=True, timeout=600, capture_output=True,
+             "--repository-url", url, str(wheel)],
+            env={**client_environment(), **credentials}, check=True, timeout=600,
+            capture_output=True,
         )  # fmt: skip
     return time.monotonic() - started, rss.peak
 
