@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from connectors.standalone.localregistry import free_port, write_htpasswd
+from connectors.standalone.server import DEFAULT_RECONCILE_INTERVAL_SECONDS
 from tests.support.standalone import Standalone, serving
 
 HERE = Path(__file__).parent
@@ -117,5 +118,10 @@ def nginx_front(workdir: Path, upstream: str, user: str, password: str) -> Itera
 def connectors_serve(
     workdir: Path, upstream: str, user: str, password: str
 ) -> Iterator[Standalone]:
-    with serving(workdir, upstream, user, password, name="bench") as server:
+    # The product's own reconcile interval, not the 1 s the tests use to see changes fast:
+    # each pass probes the registry, which would be measured as proxy overhead.
+    interval = str(DEFAULT_RECONCILE_INTERVAL_SECONDS)
+    with serving(
+        workdir, upstream, user, password, "--reconcile-interval", interval, name="bench"
+    ) as server:
         yield server

@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--reconcile-interval",
         type=float,
-        default=30.0,
+        default=server.DEFAULT_RECONCILE_INTERVAL_SECONDS,
         help="seconds between probes of every registry",
     )
 

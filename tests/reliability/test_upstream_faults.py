@@ -74,6 +74,16 @@ def test_a_body_cut_short_upstream_never_reaches_the_client_as_complete(
         get(server, "faulty", f"/files/{name}")
 
 
+def test_a_small_body_cut_short_upstream_is_a_502_with_nothing_of_the_file(
+    setup: tuple[Standalone, FaultyRegistry],
+):
+    server, _ = setup
+    reply = get(server, "faulty", "/files/small-cut.whl")
+    assert reply.status == 502
+    assert b"ended before its declared length" in reply.body
+    assert faulty.BODY[:1024] not in reply.body
+
+
 def test_a_reset_before_any_answer_is_a_502_naming_the_connector(
     setup: tuple[Standalone, FaultyRegistry],
 ):

@@ -6,6 +6,7 @@ behaviour per file name:
 
     ok.whl            the whole body (1 MiB)
     truncated.whl     Content-Length of 1 MiB, then the connection closes after 256 KiB
+    small-cut.whl     Content-Length of 64 KiB, then the connection closes after 16 KiB
     chunked-cut.whl   a chunked body whose connection closes before the last chunk
     reset.whl         the connection is dropped before any answer
     stall.whl         no answer at all for a minute
@@ -36,6 +37,7 @@ PASSWORD = "faulty-password-7b1f"
 MIB = 1024 * 1024
 BODY = bytes(range(256)) * (MIB // 256)
 BIG = BODY * 16
+SMALL = 64 * 1024  # small enough for the proxy to read whole before answering
 FILES = (
     "ok",
     "truncated",
@@ -94,12 +96,15 @@ async def _file(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
     if name in ("truncated.whl", "stall-body.whl"):
         response.content_length = len(BODY)
+    elif name == "small-cut.whl":
+        response.content_length = SMALL
     elif name == "big-cut.whl":
         response.content_length = len(BIG)
     else:
         response.enable_chunked_encoding()
     await response.prepare(request)
-    await response.write(BIG[: 4 * MIB] if name == "big-cut.whl" else BODY[: MIB // 4])
+    sent = {"big-cut.whl": BIG[: 4 * MIB], "small-cut.whl": BODY[: SMALL // 4]}
+    await response.write(sent.get(name, BODY[: MIB // 4]))
     if name == "stall-body.whl":
         await asyncio.sleep(60)
     assert request.transport is not None

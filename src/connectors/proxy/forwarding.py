@@ -61,6 +61,9 @@ class ForwardSettings:
     read_timeout_seconds: float = 300.0
     max_index_bytes: int = 64 * 1024 * 1024
     chunk_bytes: int = 1024 * 1024
+    # Bodies up to this size are read whole and sent with the headers in one write: most
+    # wheels and metadata files are small, and streaming them costs more than it saves.
+    whole_body_bytes: int = 256 * 1024
 
 
 def error_response(status: int, message: str, *, challenge: bool = False) -> web.Response:
@@ -138,6 +141,8 @@ async def forward(
                 return await _rewritten(
                     upstream, headers, target, client_base, settings=settings, cache=cache
                 )
+            if _small(request, upstream, settings):
+                return await _whole(request, upstream, headers)
             return await _streamed(request, upstream, headers, settings, resources.relays)
     except aiohttp.ClientConnectorError as exc:
         request[UPSTREAM_ERROR] = "connect"
@@ -208,6 +213,25 @@ def _decoded(data: bytes, headers: dict[str, str]) -> bytes:
             if encoding in ("gzip", "deflate"):
                 return zlib.decompress(data, zlib.MAX_WBITS | 32)
     return data
+
+
+def _small(
+    request: web.Request, upstream: aiohttp.ClientResponse, settings: ForwardSettings
+) -> bool:
+    length = upstream.content_length
+    return request.method != "HEAD" and length is not None and length <= settings.whole_body_bytes
+
+
+async def _whole(
+    request: web.Request, upstream: aiohttp.ClientResponse, headers: dict[str, str]
+) -> web.Response:
+    """Nothing has reached the client yet, so a body cut short becomes a plain 502."""
+    try:
+        body = await upstream.read()
+    except aiohttp.ClientPayloadError:
+        request[UPSTREAM_ERROR] = "truncated"
+        return error_response(502, "the registry's answer ended before its declared length")
+    return web.Response(status=upstream.status, reason=upstream.reason, body=body, headers=headers)
 
 
 async def _streamed(

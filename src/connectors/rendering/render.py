@@ -8,6 +8,7 @@ here, cannot reach files, the environment or Python internals, and cannot change
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -68,10 +69,17 @@ def proxy_variables(proxy_url: str) -> dict[str, str]:
     }
 
 
+@functools.lru_cache(maxsize=256)
+def _compiled(template: str) -> jinja2.Template:
+    # Compiling costs milliseconds and every reconcile pass renders the same few class
+    # templates; a failed compile raises, and exceptions are never cached.
+    return _ENVIRONMENT.from_string(template)
+
+
 def render_string(template: str, variables: dict[str, Any], *, what: str) -> str:
     """Render one template string in the sandbox; failures name `what`, not the values."""
     try:
-        return _ENVIRONMENT.from_string(template).render(variables)
+        return _compiled(template).render(variables)
     except jinja2.TemplateError as exc:
         raise TemplateError(f"{what}: {exc.__class__.__name__}: {exc.message}") from None
     except Exception as exc:

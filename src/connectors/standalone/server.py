@@ -32,6 +32,7 @@ from connectors.store.filestore import FileStore
 log = logging.getLogger(__name__)
 
 _CONCURRENT_PROBES = 16
+DEFAULT_RECONCILE_INTERVAL_SECONDS = 30.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +43,7 @@ class ServeOptions:
     port: int = 8080
     advertise_url: str | None = None
     metrics_listen: tuple[str, int] | None = None  # where to serve /metrics, if anywhere
-    reconcile_interval_seconds: float = 30.0
+    reconcile_interval_seconds: float = DEFAULT_RECONCILE_INTERVAL_SECONDS
     reload_interval_seconds: float = 1.0
     reconcile: ReconcileSettings = ReconcileSettings()
     forward: forwarding.ForwardSettings = forwarding.ForwardSettings()
