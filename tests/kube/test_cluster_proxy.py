@@ -377,9 +377,13 @@ def test_a_status_naming_another_audience_cannot_open_the_proxy_to_other_tokens(
     api_token = setup.cluster.kubectl(
         "create", "token", "builder", "-n", NS, f"--audience={ISSUER}"
     ).stdout.strip()
-    time.sleep(1)  # the watch delivers the new status
-    reply = wire.request("GET", setup.base() + "/simple/", headers=wire.basic(api_token))
-    assert reply.status == 401
+    # Asked again and again for longer than the watch takes to deliver the new status, so
+    # a proxy that read its audience from the status would be caught letting one through.
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        reply = wire.request("GET", setup.base() + "/simple/", headers=wire.basic(api_token))
+        assert reply.status == 401
+        time.sleep(0.1)
     assert (
         wire.request(
             "GET", setup.base() + "/simple/", headers=wire.basic(setup.token("builder"))

@@ -61,8 +61,8 @@ class ForwardSettings:
     read_timeout_seconds: float = 300.0
     max_index_bytes: int = 64 * 1024 * 1024
     chunk_bytes: int = 1024 * 1024
-    # Bodies up to this size are read whole and sent with the headers in one write: most
-    # wheels and metadata files are small, and streaming them costs more than it saves.
+    # Bodies up to this size are read whole and sent with the headers in one write:
+    # metadata files and small wheels cost more to stream than to hold.
     whole_body_bytes: int = 256 * 1024
 
 
