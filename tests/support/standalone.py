@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import resource
 import subprocess
 import sys
 import time
@@ -82,7 +83,13 @@ class Standalone:
         path.write_text("\n---\n".join(documents) + "\n")
         return path
 
-    def start(self, *extra: str) -> None:
+    def start(self, *extra: str, open_files: int | None = None) -> None:
+        """Start the server; `open_files` lowers its file-descriptor limit (RLIMIT_NOFILE)."""
+
+        def limit() -> None:
+            if open_files is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
+
         with self.log_file.open("ab") as log:
             self.process = subprocess.Popen(
                 [
@@ -100,6 +107,7 @@ class Standalone:
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                preexec_fn=limit,  # noqa: PLW1509 (a test harness, no threads to fear)
             )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
