@@ -163,7 +163,11 @@ _FAILURES: tuple[tuple[type[BaseException], _Failure], ...] = (
     (Overloaded, _Failure("busy", 503, "{error}")),
     (
         RegistryDataError,
-        _Failure("malformed", 502, "the registry of connector {where} sent {error}"),
+        _Failure(
+            "malformed",
+            502,
+            "the registry of connector {where} sent an answer the proxy cannot use: {error}",
+        ),
     ),
     (
         aiohttp.ClientConnectorError,
@@ -202,7 +206,7 @@ def _failure_response(
     message = failure.message.format(
         where=where,
         origin=_origin(destination.url),
-        error=str(exc).removeprefix("the registry's ").removeprefix("the "),
+        error=exc,
         kind=exc.__class__.__name__,
         connect=settings.connect_timeout_seconds,
         first_byte=settings.first_byte_timeout_seconds,
