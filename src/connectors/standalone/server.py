@@ -4,9 +4,10 @@ The same proxy and reconciler as in a cluster; resources come from a directory o
 tokens from a local issuer whose keys live in the state directory, and each connector is
 reached at `<server>/namespaces/<namespace>/connectors/<name>/`.
 
-Its three background loops (reconcile, manifest reload, signing-key reload) run
-supervised: a failing one is logged and retried, and `/readyz` names it once it cannot
-recover.
+The server owns its state directory alone (`lock.StateLock`, taken before anything is
+written there). Its three background loops (reconcile, manifest reload, signing-key
+reload) run supervised: a failing one is logged and retried, and `/readyz` names it once
+it cannot recover.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from connectors.proxy import app as proxy_app
 from connectors.proxy import forwarding, routing
 from connectors.proxy.metrics import ProxyMetrics
 from connectors.reconcile.reconciler import ProxyInfo, ReconcileSettings, reconcile
+from connectors.standalone.lock import StateLock
 from connectors.standalone.state import StateDir
 from connectors.standalone.statusboard import StatusBoard
 from connectors.store.base import Snapshot
@@ -78,6 +80,7 @@ class StandaloneServer:
         self.board = StatusBoard(self.state)
         self.health = Health()
         self.url = ""
+        self._lock: StateLock | None = None
         self._runner: web.AppRunner | None = None
         self._metrics_runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -98,6 +101,14 @@ class StandaloneServer:
         await self.stop()
 
     async def start(self) -> None:
+        self._lock = StateLock.acquire(self.state)  # before anything is written there
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
         self.keys = KeyRing.open(self.state.keys)
         for problem in self.keys.problems:
             log.warning("%s", problem)
@@ -155,7 +166,10 @@ class StandaloneServer:
         for runner in (self._runner, self._metrics_runner):
             if runner is not None:
                 await runner.cleanup()
-        self.state.clear_server()
+        if self._lock is not None:
+            self.state.clear_server()  # ours: we hold the lock, so no other server wrote it
+            self._lock.release()
+            self._lock = None
 
     def readiness(self) -> list[str]:
         """Why the server is not ready (empty when it is): for `/readyz`."""
