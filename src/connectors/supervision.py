@@ -109,7 +109,8 @@ async def supervise(
         except Exception as exc:
             record = health.failed(name, exc)
             delay = backoff.delay(record.failures)
-            log.error(
+            log.log(
+                logging.ERROR if record.programming_error else logging.WARNING,
                 "%s failed (attempt %d): %s; retrying in %.1fs",
                 name, record.failures, record.last_error, delay,
             )  # fmt: skip

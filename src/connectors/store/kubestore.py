@@ -124,7 +124,8 @@ class KubeStore:
 
     def readiness(self) -> list[str]:
         """Why this store cannot be relied on (empty when it can): for `/readyz`."""
-        unlisted = [f"{kind}s not listed yet" for kind, e in self._synced.items() if not e.is_set()]
+        synced = self._synced.items()
+        unlisted = [f"{_plural(kind)} not listed yet" for kind, e in synced if not e.is_set()]
         return unlisted + self.health.problems()
 
     # Watching ----------------------------------------------------------------------------
@@ -139,7 +140,8 @@ class KubeStore:
             version = self._versions[watched.kind] = await self._relist(watched, path)
             self.health.succeeded(name)
         try:
-            async for event in self.kube.watch(path, version):
+            opened = functools.partial(self.health.succeeded, name)
+            async for event in self.kube.watch(path, version, on_open=opened):
                 version = self._apply_event(watched, event) or version
                 self._versions[watched.kind] = version
                 self.health.succeeded(name)
@@ -205,7 +207,11 @@ class KubeStore:
 
 
 def _loop_name(watched: Watched) -> str:
-    return f"watching {watched.kind}s"
+    return f"watching {_plural(watched.kind)}"
+
+
+def _plural(kind: str) -> str:
+    return kind + ("es" if kind.endswith("s") else "s")
 
 
 def _key(item: dict[str, Any]) -> tuple[str, str]:
