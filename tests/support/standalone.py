@@ -80,6 +80,7 @@ class Standalone:
         directory = self.config_dir / namespace
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / filename
+        path.touch(mode=0o600)  # as a careful user would: manifests may hold Secrets
         path.write_text("\n---\n".join(documents) + "\n")
         return path
 

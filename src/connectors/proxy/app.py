@@ -20,7 +20,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import aiohttp
 from aiohttp import web
@@ -56,7 +56,7 @@ class ProxyConfig:
     store: Store
     authenticator: Authenticator
     audience_for: AudienceFor
-    is_ready: Callable[[], bool] = lambda: True
+    readiness: Callable[[], Sequence[str]] = lambda: ()  # why not ready; empty: ready
     forward: forwarding.ForwardSettings = forwarding.ForwardSettings()
 
 
@@ -261,9 +261,10 @@ def _unrouted(request: web.Request, path: str) -> web.Response:
     if path == "/healthz":
         return web.Response(text="ok\n")
     if path == "/readyz":
-        if request.app[CONFIG].is_ready():
+        reasons = request.app[CONFIG].readiness()
+        if not reasons:
             return web.Response(text="ready\n")
-        return web.Response(status=503, text="not ready\n")
+        return web.Response(status=503, text="not ready: " + "; ".join(reasons) + "\n")
     return forwarding.error_response(
         404,
         "no connector addressed: use /namespaces/<namespace>/connectors/<name>/ "
