@@ -82,9 +82,11 @@ class Health:
         return record
 
     def problems(self) -> list[str]:
-        """Why the process is not ready, one reason per loop that cannot recover."""
+        """Why the process is not ready, one reason per loop that cannot recover. Only the
+        loop's name and count: `/readyz` answers anyone who reaches the port, so the error
+        itself (paths, addresses) stays in the log, where `supervise` wrote it."""
         return [
-            f"{r.name} failing ({r.failures} attempts in a row): {r.last_error}"
+            f"{r.name} failing ({r.failures} attempts in a row, see the log)"
             for r in self._records.values()
             if r.failures and (r.programming_error or r.failures >= self.unready_after)
         ]

@@ -62,8 +62,8 @@ def test_a_watch_broken_by_a_missing_token_file_is_retried_reported_and_recovers
         cluster.start_apiserver()
         eventually(lambda: readyz().status, 503, seconds=90)
         body = readyz().body.decode()
-        assert "failing (5 attempts in a row): FileNotFoundError" in body, body
-        assert str(token_file) in body
+        assert "failing (5 attempts in a row, see the log)" in body, body
+        assert str(token_file) not in body  # the port answers anyone: details stay in the log
         (tmp_path / "token.away").rename(token_file)
         eventually(lambda: readyz().status, 200, seconds=30)
         cluster.kubectl(

@@ -182,7 +182,8 @@ def test_a_server_left_without_signing_keys_says_so_in_readyz_until_one_is_made(
         key.unlink()
     eventually(lambda: readyz(server).status, 503, seconds=15)
     body = readyz(server).body.decode()
-    assert "signing-key reload failing" in body and "no signing key left" in body, body
+    assert "signing-key reload failing" in body, body
+    assert "no signing key left" in server.log_file.read_text()
     assert status(server, token) == 401
     rotate(server)
     eventually(lambda: readyz(server).status, 200, seconds=15)
@@ -199,7 +200,8 @@ def test_a_reconcile_pass_that_keeps_failing_shows_in_readyz_until_it_recovers(
     (status_file / "in-the-way").touch()
     eventually(lambda: readyz(server).status, 503, seconds=15)
     body = readyz(server).body.decode()
-    assert "reconcile failing" in body and "status.json" in body, body
+    assert "reconcile failing" in body and "status.json" not in body, body
+    assert "status.json" in server.log_file.read_text()
     assert "Traceback" not in server.log_file.read_text()
     (status_file / "in-the-way").unlink()
     status_file.rmdir()

@@ -35,9 +35,7 @@ async def test_a_loop_survives_failing_passes_and_recovers_with_health_cleared()
 
     task = asyncio.create_task(supervise("key reload", step, health, FAST))
     await run_until(done, task)
-    problem = (
-        "key reload failing ({} attempts in a row): StateError: no signing key left in /state/keys"
-    )
+    problem = "key reload failing ({} attempts in a row, see the log)"
     assert seen == [
         [], [], [], [problem.format(3)], [problem.format(4)], []
     ]  # fmt: skip
@@ -59,8 +57,7 @@ async def test_a_programming_error_is_reported_at_once_without_its_message(
     with caplog.at_level(logging.ERROR):
         await run_until(done, task)
     [problem] = health.problems()
-    assert problem.startswith("watching Secrets failing (2 attempts in a row): KeyError at ")
-    assert "(a bug: please report it)" in problem
+    assert problem == "watching Secrets failing (2 attempts in a row, see the log)"
     assert "c2VjcmV0" not in caplog.text and "c2VjcmV0" not in problem
     assert "watching Secrets failed (attempt 1): KeyError at test_supervision.py:" in caplog.text
 

@@ -149,8 +149,10 @@ class KeyRing:
     def verifier(self, kid: str) -> ed25519.Ed25519PublicKey | None:
         key = self._keys.get(kid)
         if key is None:
-            # A key made by another process (the server rotating) appears without restart.
-            self.refresh()
+            # A key made by another process (`keys rotate`) is usable at once. Only a
+            # changed listing is read again: anyone can send a token naming an unknown key,
+            # and that must cost a directory listing, not parsing every key.
+            self.refresh_if_changed()
             key = self._keys.get(kid)
         return key.public if key else None
 
