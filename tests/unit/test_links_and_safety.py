@@ -55,6 +55,9 @@ def test_the_registry_host_outside_the_address_is_reached_only_through_links_it_
     assert LINKS.to_upstream("/_origin/other/a.whl", "") is None
     assert LINKS.to_upstream(f"/_origin/{seal}/other/b.whl", "") is None
     assert LINKS.to_upstream(f"/_origin/{seal}/admin/users", "") is None
+    # The seal covers the query too: a sealed link leads to exactly one request.
+    assert LINKS.to_upstream(good, "delete=true") is None
+    assert LINKS.to_upstream(good, "").read_only  # type: ignore[union-attr]
     # A connector with other credentials seals differently: a rotated Secret retires seals.
     rotated = LinkMap(address=LINKS.address, origin_key=links.origin_key("ns", "c", "Basic bmV3"))
     assert rotated.to_upstream(good, "") is None
@@ -166,6 +169,11 @@ def test_a_json_url_key_inside_a_string_is_not_taken_for_a_key():
         "/simple/a%00b",
         "/simple/?q=%0d%0aHost:evil",
         "*",
+        # What servlet containers (Tomcat: Artifactory, Nexus 2) resolve to a dot segment.
+        "/simple/..;/..;/files/secret.whl",
+        "/simple/%2e%2e;x/files/secret.whl",
+        "/simple/..%20/files/secret.whl",
+        "/simple/%EF%BC%8E%EF%BC%8E/files/secret.whl",  # full-width dots
     ],
 )
 def test_request_targets_that_could_steer_elsewhere_are_refused(target: str):
@@ -177,6 +185,21 @@ def test_request_targets_that_could_steer_elsewhere_are_refused(target: str):
 )
 def test_ordinary_index_paths_are_accepted(target: str):
     assert safety.unsafe_target_reason(target) is None
+
+
+@pytest.mark.parametrize(
+    ("host", "ok"),
+    [
+        ("c-pypi.demo.svc.cluster.local", True),
+        ("127.0.0.1:8080", True),
+        ("[::1]:8080", True),
+        ("h" * 300, False),  # written back into every link of a rewritten page
+        ('evil"><script>', False),
+        ("", False),
+    ],
+)
+def test_only_host_names_and_addresses_are_accepted_as_host(host: str, ok: bool):
+    assert (safety.unsafe_host_reason(host) is None) == ok
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,8 @@ HTML (PEP 503) and JSON (PEP 691, and the JSON API's `urls`/`releases`) are hand
 
 A registry is untrusted, so the rewriters are scanners, not parsers: each step does a
 bounded amount of work in time linear in the page (no backtracking regex over attacker
-text, no recursion, no document tree), and `rewrite_steps` yields between steps so the
+text, no recursion, no document tree, no Python loop over single bytes; a link is at most
+64 KiB and a JSON string at most 1 MiB), and `rewrite_steps` yields between steps so the
 proxy can keep serving other clients while a large page is rewritten. A page that cannot
 be read (an unterminated JSON string, a link no URL parser accepts) raises
 RegistryDataError.
@@ -45,6 +46,14 @@ _URL_ATTRIBUTE_LEAD = re.compile(
 )
 _LEAD_MAX_BYTES = 64
 _JSON_URL_KEYS = frozenset({"url", "provenance"})
+# No package index needs longer ones; each is handled in one step, so each is bounded.
+MAX_LINK_BYTES = 64 * 1024
+MAX_STRING_BYTES = 1024 * 1024
+# The rest of a JSON string after its opening quote, through its closing quote: runs of
+# plain characters and escapes, which cannot overlap, so matching is linear.
+_STRING_REST = re.compile(rb'[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_KEY_COLON = re.compile(rb"[ \t\r\n]{0,64}:")
+_COLON_GAP = re.compile(rb"[ \t\r\n]{0,64}:[ \t\r\n]{0,64}")
 
 
 def media_type(content_type: str | None) -> str:
@@ -106,6 +115,8 @@ def _html_pieces(body: Page, page_url: str, map_url: UrlMapper) -> Iterator[Page
             scan = start
             yield b""  # a bounded step all the same
             continue
+        if end - start > MAX_LINK_BYTES:
+            raise RegistryDataError(f"a link longer than {MAX_LINK_BYTES} bytes")
         original = html.unescape(body[start:end].decode("utf-8", errors="surrogateescape"))
         mapped = _mapped(page_url, original, map_url)
         if mapped is not None:
@@ -121,26 +132,24 @@ def _json_pieces(body: Page, page_url: str, map_url: UrlMapper) -> Iterator[Page
     taken for a key: `"url"` inside another string cannot start a token."""
     emitted = 0
     position = 0
-    url_value_next = False  # the last token was a key naming a URL, then a colon
+    url_value_next = False  # the last token was a key naming a URL
     since_yield = 0
     while True:
         opening = body.find(b'"', position)
         if opening < 0:
             break
         closing = _string_end(body, opening)
-        between = body[position:opening].strip()
-        token = body[opening : closing + 1]
-        if url_value_next and between == b":":
-            replacement = _mapped_json_string(token, page_url, map_url)
+        if url_value_next and _COLON_GAP.fullmatch(body, position, opening):
+            replacement = _mapped_json_string(body[opening : closing + 1], page_url, map_url)
             if replacement is not None:
                 yield body[emitted:opening]
                 yield replacement
                 emitted = closing + 1
             url_value_next = False
         else:
-            url_value_next = _is_url_key(body, token, closing)
+            url_value_next = _is_url_key(body, opening, closing)
+        since_yield += closing + 1 - position
         position = closing + 1
-        since_yield += len(token) + len(between)
         if since_yield >= STEP_BYTES:
             yield body[emitted:position]
             emitted, since_yield = position, 0
@@ -149,28 +158,19 @@ def _json_pieces(body: Page, page_url: str, map_url: UrlMapper) -> Iterator[Page
 
 def _string_end(body: Page, opening: int) -> int:
     """The index of the quote that closes the JSON string opened at `opening`."""
-    search = opening + 1
-    while True:
-        closing = body.find(b'"', search)
-        if closing < 0:
-            raise RegistryDataError("the JSON index page has an unterminated string")
-        backslashes = 0
-        while body[closing - 1 - backslashes] == 0x5C:  # "\\"
-            backslashes += 1
-        if backslashes % 2 == 0:
-            return closing
-        search = closing + 1
+    end = min(len(body), opening + 1 + MAX_STRING_BYTES + 1)
+    found = _STRING_REST.match(body, opening + 1, end)
+    if found is None:
+        raise RegistryDataError(
+            f"a JSON string that never ends, or is longer than {MAX_STRING_BYTES} bytes"
+        )
+    return found.end() - 1
 
 
-def _is_url_key(body: Page, token: Page, closing: int) -> bool:
-    if len(token) > 16:
+def _is_url_key(body: Page, opening: int, closing: int) -> bool:
+    if closing - opening > 16 or _KEY_COLON.match(body, closing + 1) is None:
         return False
-    after = closing + 1
-    while after < len(body) and body[after] in b" \t\r\n":
-        after += 1
-    if after >= len(body) or body[after] != 0x3A:  # ":"
-        return False
-    return _decoded_string(token) in _JSON_URL_KEYS
+    return _decoded_string(body[opening : closing + 1]) in _JSON_URL_KEYS
 
 
 def _decoded_string(token: Page) -> str:
@@ -182,6 +182,8 @@ def _decoded_string(token: Page) -> str:
 
 
 def _mapped_json_string(token: Page, page_url: str, map_url: UrlMapper) -> bytes | None:
+    if len(token) > MAX_LINK_BYTES:
+        raise RegistryDataError(f"a link longer than {MAX_LINK_BYTES} bytes")
     original = _decoded_string(token)
     mapped = _mapped(page_url, original, map_url)
     if mapped is None or mapped == original:

@@ -79,6 +79,7 @@ def make_app(config: ProxyConfig, metrics: ProxyMetrics | None = None) -> web.Ap
     app[METRICS] = metrics or ProxyMetrics()
     app[TARGETS] = TargetCache(config.store)
     app.cleanup_ctx.append(_upstream_session)
+    app.on_response_prepare.append(_plain_server_header)
     # 100 Continue is sent by `handle` once the token and its scope are checked, never
     # before: a client must not stream a body the proxy will refuse.
     app.router.add_route("*", "/{tail:.*}", handle, expect_handler=_defer_continue)
@@ -87,6 +88,10 @@ def make_app(config: ProxyConfig, metrics: ProxyMetrics | None = None) -> web.Ap
 
 async def _defer_continue(request: web.Request) -> None:
     return None
+
+
+async def _plain_server_header(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers["Server"] = "connectors"  # not which Python or aiohttp version
 
 
 async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
@@ -146,7 +151,7 @@ def _record(request: web.Request, response: web.StreamResponse | None, duration:
     found: routing.Route = request[ROUTE]
     identity: tokens.Identity | None = request.get(IDENTITY)
     status = response.status if response is not None else 499  # nginx's "client closed"
-    sent = int(request.get(forwarding.BODY_BYTES_SENT, 0)) if response is not None else 0
+    sent = int(request.get(forwarding.BODY_BYTES_SENT, 0))
     audit_log.info(
         json.dumps(
             {
@@ -185,6 +190,9 @@ async def refuse_unsafe_requests(request: web.Request, handler: Handler) -> web.
     reason = safety.unsafe_target_reason(request.raw_path)
     if reason is not None:
         return forwarding.error_response(400, f"refused request target: {reason}")
+    reason = safety.unsafe_host_reason(request.headers.get("Host", ""))
+    if reason is not None:
+        return forwarding.error_response(400, reason)
     return await handler(request)
 
 
@@ -202,8 +210,6 @@ async def handle(request: web.Request) -> web.StreamResponse:
     denied = await _authorize(request, config, found)
     if denied is not None:
         return denied
-    if request.headers.get("Expect", "").lower() == "100-continue":
-        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
     if target.problem is not None:
         return forwarding.error_response(
             503, f"connector {found.namespace}/{found.name} cannot be used now: {target.problem}"
@@ -211,7 +217,11 @@ async def handle(request: web.Request) -> web.StreamResponse:
     destination = target.link_map.to_upstream(found.rest, query)
     if destination is None:
         return forwarding.error_response(404, "no such upstream path for this connector")
+    if destination.read_only and request.method not in ("GET", "HEAD"):
+        return forwarding.error_response(405, "only GET and HEAD reach a linked file")
     client_base = f"{request.scheme}://{request.host}{found.base_path}"
+    if request.headers.get("Expect", "").lower() == "100-continue":
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
     return await forwarding.forward(
         request,
         target,

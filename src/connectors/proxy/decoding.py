@@ -37,28 +37,29 @@ class BoundedDecoder:
             return
         pending = data
         while pending:
+            if self._inflater.eof:
+                pending = self._next_member(pending)
             try:
                 piece = self._inflater.decompress(pending, self.step)
             except zlib.error as exc:
                 raise RegistryDataError(f"the index page's compression is corrupt: {exc}") from exc
-            pending = self._inflater.unconsumed_tail
+            pending = self._inflater.unconsumed_tail or self._inflater.unused_data
             yield self._counted(piece)
-            if not piece and not pending:
-                break
 
     def finish(self) -> Iterator[bytes]:
         if self._inflater is None:
             return
-        while True:
-            try:
-                piece = self._inflater.decompress(self._inflater.unconsumed_tail, self.step)
-            except zlib.error as exc:
-                raise RegistryDataError(f"the index page's compression is corrupt: {exc}") from exc
-            if not piece:
-                break
-            yield self._counted(piece)
+        yield from self.feed(b"")
         if not self._inflater.eof:
             raise RegistryDataError("the index page's compressed body ended early")
+
+    def _next_member(self, data: bytes) -> bytes:
+        """gzip allows several members one after another; anything else after the end
+        of the compressed body is corrupt, not to be ignored."""
+        if not data.startswith(b"\x1f\x8b"):
+            raise RegistryDataError("the index page has bytes after its compressed body")
+        self._inflater = zlib.decompressobj(zlib.MAX_WBITS | 32)
+        return data
 
     def _counted(self, piece: bytes) -> bytes:
         self.decoded += len(piece)

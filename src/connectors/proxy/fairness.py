@@ -3,10 +3,11 @@ all: every namespace's Connectors share one proxy, and a Connector's author choo
 registry, which may stall, crawl or send enormous pages on purpose.
 
 - `Shares`: registry requests in flight, capped per connector and per namespace. A request
-  over its share waits briefly for a slot, then gets 503; at most as many wait as the
-  share holds, and any more get 503 at once, so that a tenant can never hold more than
-  twice its share of the client connections either. The shared connection pool itself
-  has no global cap that one tenant could fill.
+  over its share waits briefly for a slot, then gets 503; at most four times the share
+  may wait, and any more get 503 at once, so that a tenant can never hold more than five
+  times its share of the client connections either. The shared connection pool itself
+  has no global cap that one tenant could fill. The same slots bound how many index
+  pages a namespace has rewritten at once (rewriting is CPU, spent in slices).
 - `ByteBudget`: bytes the proxy holds for index pages and small bodies, capped per
   namespace and overall. A page that does not fit is refused with 503 (or, for a small
   body, streamed instead of held).
@@ -28,82 +29,93 @@ from connectors.api.errors import Overloaded
 
 @dataclasses.dataclass(frozen=True)
 class FairnessSettings:
-    requests_per_connector: int = 32
-    requests_per_namespace: int = 64
+    requests_per_connector: int = 64
+    requests_per_namespace: int = 128
+    # How many may wait for a slot, as a multiple of the share; any more get 503 at once.
+    waiting_per_slot: int = 4
+    # Index pages one namespace may have rewritten at once: rewriting costs CPU in slices,
+    # and this keeps one tenant's share of those slices small.
+    rewrites_per_namespace: int = 2
     # Seconds a request may wait for a slot before it is refused with 503.
     queue_timeout_seconds: float = 10.0
     held_bytes_per_namespace: int = 160 * 1024 * 1024
     held_bytes_total: int = 384 * 1024 * 1024
 
 
-class _Gate:
-    """A counting slot with waiters, dropped by its owner once nobody uses it."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.used = 0
-        self.waiters = 0
-        self.freed = asyncio.Condition()
+Key = tuple[str, ...]
 
 
 class Shares:
+    """Counted slots under several keys at once (a connector and its namespace); a waiter
+    takes all of its slots together, or none."""
+
     def __init__(self, settings: FairnessSettings) -> None:
         self.settings = settings
-        self._gates: dict[tuple[str, ...], _Gate] = {}
+        self._used: dict[Key, int] = {}
+        self._waiting: dict[Key, int] = {}
+        self._freed = asyncio.Condition()
 
-    def in_flight(self, namespace: str, name: str | None = None) -> int:
-        gate = self._gates.get((namespace,) if name is None else (namespace, name))
-        return gate.used if gate else 0
+    def in_flight(self, *key: str) -> int:
+        return self._used.get(key, 0)
+
+    def request_slot(
+        self, namespace: str, name: str
+    ) -> contextlib.AbstractAsyncContextManager[None]:
+        """One registry request of this connector, for the duration of the block."""
+        limits: dict[Key, int] = {
+            (namespace,): self.settings.requests_per_namespace,
+            (namespace, name): self.settings.requests_per_connector,
+        }
+        return self._slot(limits, f"connector {namespace}/{name}")
+
+    def rewrite_slot(self, namespace: str) -> contextlib.AbstractAsyncContextManager[None]:
+        """One index-page rewrite of this namespace, for the duration of the block."""
+        limits: dict[Key, int] = {("rewrite", namespace): self.settings.rewrites_per_namespace}
+        return self._slot(limits, f"namespace {namespace}")
 
     @contextlib.asynccontextmanager
-    async def slot(self, namespace: str, name: str) -> AsyncIterator[None]:
-        """Hold one registry request of this connector for the duration of the block."""
-        keys = ((namespace,), (namespace, name))
-        limits = (self.settings.requests_per_namespace, self.settings.requests_per_connector)
-        gates = [
-            self._gates.setdefault(key, _Gate(limit))
-            for key, limit in zip(keys, limits, strict=True)
-        ]
-        for gate in gates:
-            gate.waiters += 1
-        try:
-            async with asyncio.timeout(self.settings.queue_timeout_seconds):
-                await self._take(gates)
-        except TimeoutError:
-            raise self._overloaded(namespace, name) from None
-        finally:
-            for gate in gates:
-                gate.waiters -= 1
+    async def _slot(self, limits: dict[Key, int], who: str) -> AsyncIterator[None]:
+        if not self._fits(limits):
+            waiting = self.settings.waiting_per_slot
+            if any(self._waiting.get(k, 0) >= limit * waiting for k, limit in limits.items()):
+                raise self._overloaded(limits, who)
+            await self._wait(limits, who)
+        for key in limits:
+            self._used[key] = self._used.get(key, 0) + 1
         try:
             yield
         finally:
-            for gate in gates:
-                gate.used -= 1
-                async with gate.freed:
-                    gate.freed.notify()
-            self._forget_unused(keys, gates)
+            for key in limits:
+                _decrement(self._used, key)
+            async with self._freed:
+                self._freed.notify_all()  # every waiter re-checks all of its keys
 
-    def _forget_unused(self, keys: tuple[tuple[str, ...], ...], gates: list[_Gate]) -> None:
-        for key, gate in zip(keys, gates, strict=True):
-            if gate.used == 0 and gate.waiters == 0:
-                self._gates.pop(key, None)
+    async def _wait(self, limits: dict[Key, int], who: str) -> None:
+        for key in limits:
+            self._waiting[key] = self._waiting.get(key, 0) + 1
+        try:
+            async with asyncio.timeout(self.settings.queue_timeout_seconds), self._freed:
+                await self._freed.wait_for(lambda: self._fits(limits))
+        except TimeoutError:
+            raise self._overloaded(limits, who) from None
+        finally:
+            for key in limits:
+                _decrement(self._waiting, key)
 
-    def _overloaded(self, namespace: str, name: str) -> Overloaded:
-        return Overloaded(
-            f"connector {namespace}/{name} has {self.in_flight(namespace, name)} requests in "
-            f"flight to its registry, its namespace {self.in_flight(namespace)}: retry shortly"
-        )
+    def _fits(self, limits: dict[Key, int]) -> bool:
+        return all(self._used.get(key, 0) < limit for key, limit in limits.items())
 
-    @staticmethod
-    async def _take(gates: list[_Gate]) -> None:
-        while True:
-            if all(gate.used < gate.limit for gate in gates):
-                for gate in gates:
-                    gate.used += 1
-                return
-            full = next(gate for gate in gates if gate.used >= gate.limit)
-            async with full.freed:
-                await full.freed.wait()
+    def _overloaded(self, limits: dict[Key, int], who: str) -> Overloaded:
+        held = ", ".join(f"{self._used.get(k, 0)} of {limit}" for k, limit in limits.items())
+        return Overloaded(f"{who} is using its whole share of the proxy ({held}): retry shortly")
+
+
+def _decrement(counts: dict[Key, int], key: Key) -> None:
+    left = counts.get(key, 0) - 1
+    if left > 0:
+        counts[key] = left
+    else:
+        counts.pop(key, None)  # nothing is kept for a key nobody uses
 
 
 class ByteBudget:

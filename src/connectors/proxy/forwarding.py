@@ -228,7 +228,7 @@ async def forward(
 ) -> web.StreamResponse:
     connector = target.connector
     try:
-        async with resources.shares.slot(connector.namespace, connector.name):
+        async with resources.shares.request_slot(connector.namespace, connector.name):
             return await _exchange(
                 request,
                 target=target,
@@ -301,6 +301,8 @@ async def _relay(
             f"the registry of connector {where} refused the connector's "
             "credentials; its AuthReady condition says more",
         )
+    if not 200 <= upstream.status <= 599:
+        raise RegistryDataError(f"an answer with HTTP status {upstream.status}")
     headers = _response_headers(upstream, target, client_base)
     if (
         request.method == "GET"
@@ -308,6 +310,7 @@ async def _relay(
         and target.protocol.is_rewritable(upstream.content_type)
     ):
         return await _rewritten(
+            request,
             upstream,
             headers,
             target=target,
@@ -318,7 +321,7 @@ async def _relay(
     if _small(request, upstream, settings):
         with resources.budget.holding(target.connector.namespace) as held:
             if held.try_take(upstream.content_length or 0):
-                return await _whole(request, upstream, headers)
+                return await _whole(request, upstream, headers, settings)
     return await _streamed(request, upstream, headers, settings, resources.relays)
 
 
@@ -336,6 +339,7 @@ class _Slicer:
 
 
 async def _rewritten(
+    request: web.Request,
     upstream: aiohttp.ClientResponse,
     headers: dict[str, str],
     *,
@@ -343,11 +347,14 @@ async def _rewritten(
     client_base: str,
     resources: Resources,
     settings: ForwardSettings,
-) -> web.Response:
+) -> web.StreamResponse:
+    """Read, rewrite and send an index page, holding its bytes in the tenant's budget until
+    the client has them all."""
     encoding = next((headers.pop(k) for k in list(headers) if k.lower() == "content-encoding"), "")
     decoder = BoundedDecoder(encoding, settings.max_index_bytes)
     slicer = _Slicer()
-    with resources.budget.holding(target.connector.namespace) as held:
+    namespace = target.connector.namespace
+    with resources.budget.holding(namespace) as held:
         page = bytearray()
         digest = hashlib.blake2b(digest_size=16)
         async for chunk in upstream.content.iter_any():
@@ -362,36 +369,72 @@ async def _rewritten(
         )
         rewritten: bytes | bytearray | None = cache.get(key)
         if rewritten is None:
-            rewritten = await _joined(
-                target.protocol.rewrite(
-                    page,
-                    upstream.content_type,
-                    page_url,
-                    lambda url: target.link_map.to_client(url, client_base),
-                ),
-                slicer,
-            )
+            async with resources.shares.rewrite_slot(namespace):
+                rewritten = await _joined(
+                    target.protocol.rewrite(
+                        page,
+                        upstream.content_type,
+                        page_url,
+                        lambda url: target.link_map.to_client(url, client_base),
+                    ),
+                    held,
+                    slicer,
+                    limit=2 * settings.max_index_bytes,
+                )
             cache.put(key, rewritten)
-    return web.Response(
-        status=upstream.status, reason=upstream.reason, body=rewritten, headers=headers
-    )
+        del page
+        response = web.Response(
+            status=upstream.status, reason=upstream.reason, body=rewritten, headers=headers
+        )
+        return await _send_whole(request, response, len(rewritten), settings)
 
 
 async def _append(
     page: bytearray, piece: bytes, digest: hashlib.blake2b, held: Holding, slicer: _Slicer
 ) -> None:
-    held.take(2 * len(piece))  # the page, and its rewrite to come
+    held.take(len(piece))
     page += piece
     digest.update(piece)
     await slicer.pause()
 
 
-async def _joined(pieces: Iterator[bytes | bytearray], slicer: _Slicer) -> bytearray:
+async def _joined(
+    pieces: Iterator[bytes | bytearray], held: Holding, slicer: _Slicer, *, limit: int
+) -> bytearray:
+    """The rewritten page, charged to the budget as it grows: its size depends on the
+    page's links and on the client's base URL, not only on the registry's bytes."""
     out = bytearray()
     for piece in pieces:
+        held.take(len(piece))
         out += piece
+        if len(out) > limit:
+            raise RegistryDataError(f"an index page larger than {limit} bytes once rewritten")
         await slicer.pause()
     return out
+
+
+async def _send_whole(
+    request: web.Request, response: web.Response, size: int, settings: ForwardSettings
+) -> web.Response:
+    """Send a held body now, so that it stays counted until the client has it; a client
+    that stops reading for the idle timeout loses its connection instead of pinning it."""
+    try:
+        async with asyncio.timeout(settings.idle_timeout_seconds):
+            await response.prepare(request)
+            await response.write_eof()
+    except TimeoutError:
+        _drop_client(request, "stopped reading")
+        raise ConnectionResetError("the client stopped reading") from None
+    request[BODY_BYTES_SENT] = 0 if request.method == "HEAD" else size
+    return response
+
+
+def _drop_client(request: web.Request, why: str) -> None:
+    """Close the client's connection now, dropping whatever still waits to be sent: a
+    plain close would keep it until the client reads it."""
+    log.info("closing a client connection that %s", why)
+    if request.transport is not None:
+        request.transport.abort()
 
 
 def _small(
@@ -402,7 +445,10 @@ def _small(
 
 
 async def _whole(
-    request: web.Request, upstream: aiohttp.ClientResponse, headers: dict[str, str]
+    request: web.Request,
+    upstream: aiohttp.ClientResponse,
+    headers: dict[str, str],
+    settings: ForwardSettings,
 ) -> web.Response:
     """Nothing has reached the client yet, so a body cut short becomes a plain 502."""
     try:
@@ -410,7 +456,10 @@ async def _whole(
     except aiohttp.ClientPayloadError:
         request[UPSTREAM_ERROR] = "truncated"
         return error_response(502, "the registry's answer ended before its declared length")
-    return web.Response(status=upstream.status, reason=upstream.reason, body=body, headers=headers)
+    response = web.Response(
+        status=upstream.status, reason=upstream.reason, body=body, headers=headers
+    )
+    return await _send_whole(request, response, len(body), settings)
 
 
 async def _streamed(
@@ -474,7 +523,7 @@ async def _spliced(
     buffered = upstream.content.read_nowait()
     up_transport.pause_reading()
     if buffered:
-        await response.write(buffered)
+        await _write(request, response, buffered, settings)
         request[BODY_BYTES_SENT] = len(buffered)
     # Keep the bytes in order on the wire: nothing may still wait in the transport's buffer.
     # A client that stops reading meanwhile gets the same timeout as a silent registry.
@@ -510,22 +559,38 @@ async def _stream_rest(
     response: web.StreamResponse,
     settings: ForwardSettings,
 ) -> web.StreamResponse:
-    try:
-        async for chunk in upstream.content.iter_chunked(settings.chunk_bytes):
-            await response.write(chunk)
-            request[BODY_BYTES_SENT] = request.get(BODY_BYTES_SENT, 0) + len(chunk)
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        # The body is cut short: close the connection so the client cannot mistake what
-        # it got for the whole file.
-        request[UPSTREAM_ERROR] = "truncated"
-        log.warning(
-            "upstream body ended early (%s); closing the client connection", exc.__class__.__name__
-        )
-        if request.transport is not None:
-            request.transport.close()
-        return response
+    chunks = upstream.content.iter_chunked(settings.chunk_bytes)
+    while True:
+        try:
+            chunk = await anext(chunks)
+        except StopAsyncIteration:
+            break
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            # The body is cut short: close the connection so the client cannot mistake
+            # what it got for the whole file.
+            request[UPSTREAM_ERROR] = "truncated"
+            log.warning(
+                "upstream body ended early (%s); closing the client connection",
+                exc.__class__.__name__,
+            )
+            _drop_client(request, "was being sent a body the registry cut short")
+            return response
+        # A client that went away raises ConnectionError here: the audit line says 499.
+        await _write(request, response, chunk, settings)
+        request[BODY_BYTES_SENT] = request.get(BODY_BYTES_SENT, 0) + len(chunk)
     await response.write_eof()
     return response
+
+
+async def _write(
+    request: web.Request, response: web.StreamResponse, chunk: bytes, settings: ForwardSettings
+) -> None:
+    try:
+        async with asyncio.timeout(settings.idle_timeout_seconds):
+            await response.write(chunk)
+    except TimeoutError:
+        _drop_client(request, "stopped reading")
+        raise ConnectionResetError("the client stopped reading") from None
 
 
 def _origin(url: str) -> str:

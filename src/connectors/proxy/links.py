@@ -40,6 +40,7 @@ class Upstream:
 
     url: str
     own_host: bool
+    read_only: bool = False  # only GET and HEAD may go there (links an index page served)
 
 
 def _origin(parts: SplitResult) -> tuple[str, str]:
@@ -68,10 +69,10 @@ class LinkMap:
         address = self._address
         if rest.startswith(ORIGIN_PREFIX):
             seal, _, tail = rest[len(ORIGIN_PREFIX) :].partition("/")
-            if not hmac.compare_digest(seal, self._seal("/" + tail)):
+            if not hmac.compare_digest(seal, self._seal("/" + tail, query)):
                 return None
             origin = urlunsplit((address.scheme, address.netloc, "", "", ""))
-            return Upstream(_join(origin, "/" + tail, query), own_host=True)
+            return Upstream(_join(origin, "/" + tail, query), own_host=True, read_only=True)
         return Upstream(_join(self.address, self._alias_out(rest), query), own_host=True)
 
     def to_client(self, upstream_url: str, client_base: str) -> str | None:
@@ -84,7 +85,8 @@ class LinkMap:
             if parts.path == prefix or parts.path.startswith(prefix + "/"):
                 rest = parts.path[len(prefix) :] or "/"
                 return client_base + self._alias_in(rest) + suffix
-            return client_base + ORIGIN_PREFIX + self._seal(parts.path) + parts.path + suffix
+            seal = self._seal(parts.path, parts.query)
+            return client_base + ORIGIN_PREFIX + seal + parts.path + suffix
         for name, target in self.extensions:
             ext = urlsplit(target.rstrip("/"))
             if _origin(parts) == _origin(ext) and (
@@ -94,8 +96,10 @@ class LinkMap:
                 return client_base + EXT_PREFIX + name + rest + suffix
         return None
 
-    def _seal(self, path: str) -> str:
-        mac = hmac.new(self.origin_key, path.encode(), hashlib.sha256).digest()[:_SEAL_BYTES]
+    def _seal(self, path: str, query: str) -> str:
+        """Covers the path and the query: a sealed link leads to exactly one request."""
+        message = f"{path}?{query}".encode()
+        mac = hmac.new(self.origin_key, message, hashlib.sha256).digest()[:_SEAL_BYTES]
         return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
 
     def _alias_out(self, rest: str) -> str:

@@ -62,6 +62,15 @@ def _refusal(exc: BaseException | None) -> tuple[int, str]:
 
 
 class GuardedRequestHandler(RequestHandler):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        manager = self._manager
+        if isinstance(manager, GuardedServer) and not manager.make_room():
+            # Refused before aiohttp starts handling it, so nothing is left to clean up
+            # and nothing is logged: anyone can open connections.
+            transport.abort()  # type: ignore[attr-defined]
+            return
+        super().connection_made(transport)
+
     def handle_error(
         self,
         request: BaseRequest,
@@ -98,23 +107,26 @@ class GuardedServer(web.Server):
     def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
         super().connection_made(handler, transport)
         self._opened[handler] = self._loop.time()
-        if len(self._opened) > self.limits.max_connections:
-            self._make_room(handler)
 
     def connection_lost(self, handler: RequestHandler, exc: BaseException | None = None) -> None:
         self._opened.pop(handler, None)
         super().connection_lost(handler, exc)
 
-    def _make_room(self, newcomer: RequestHandler) -> None:
+    def make_room(self) -> bool:
+        """Whether one more connection may be admitted, after closing the oldest idle one
+        if the budget is full."""
+        if len(self._opened) < self.limits.max_connections:
+            return True
         # aiohttp has no public flag for "a request is being handled"; this is its own.
         idle = [h for h in self._opened if not getattr(h, "_request_in_progress", True)]
-        victim = min(idle, key=self._opened.__getitem__) if idle else newcomer
-        if victim is newcomer:
+        if not idle:
             self.refused += 1
-        else:
-            self.evicted += 1
+            return False
+        victim = min(idle, key=self._opened.__getitem__)
+        self.evicted += 1
         self._opened.pop(victim, None)
         victim.force_close()
+        return True
 
 
 _SERVER_ONLY = frozenset({"request_factory", "handler_cancellation", "loop"})
