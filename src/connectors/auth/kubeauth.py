@@ -23,9 +23,6 @@ with AuthUnavailable (503): the proxy fails closed.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import logging
 import time
 from typing import Any, Literal
@@ -38,7 +35,7 @@ from connectors.api.errors import (
     TokenError,
 )
 from connectors.api.resources import GROUP
-from connectors.auth import tokens
+from connectors.auth import reviews, tokens
 from connectors.auth.authenticator import DecisionCache
 from connectors.kube.client import KubeClient
 
@@ -63,6 +60,7 @@ class KubeAuthenticator:
         self.kube = kube
         self.mode = mode
         self.cache = DecisionCache(ttl_seconds=ttl_seconds)
+        self.reviews = reviews.BoundedReviews(self._review, refusal_ttl_seconds=ttl_seconds)
         self._allowed: dict[tuple[str, str, str, str, str], float] = {}
         self.ttl_seconds = ttl_seconds
 
@@ -71,7 +69,7 @@ class KubeAuthenticator:
     ) -> tokens.Identity:
         identity = self.cache.get(token, audience)
         if identity is None:
-            identity = await self._review(token, audience)
+            identity = await self.reviews.identity(token, audience)
             self.cache.put(token, audience, identity)
         if self.mode == "namespace" and _is_service_account_of(identity, namespace):
             return identity
@@ -171,12 +169,6 @@ def _is_service_account_of(identity: tokens.Identity, namespace: str) -> bool:
 
 def _expiry(token: str) -> float | None:
     """The `exp` of a JWT the API server has just accepted (so reading it unverified is safe)."""
-    parts = token.split(".")
-    if len(parts) != 3:
-        return None
-    try:
-        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-    except (binascii.Error, ValueError):
-        return None
-    exp = claims.get("exp") if isinstance(claims, dict) else None
+    claims = reviews.unverified_claims(token) or {}
+    exp = claims.get("exp")
     return float(exp) if isinstance(exp, int | float) else None
