@@ -25,6 +25,7 @@ from connectors.standalone.localregistry import free_port
 from tests.support import hostile, wire
 from tests.support.hostile import HostileRegistry
 from tests.support.standalone import Standalone, connector_manifest, secret_manifest
+from tests.support.waiting import eventually
 
 VICTIM_NS, ATTACKER_NS = "tenant-a", "tenant-c"
 UPSTREAM_TIMEOUT = 8
@@ -102,14 +103,6 @@ def tenants(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tenants]:
         assert "Traceback" not in log
 
 
-def eventually(probe: Callable[[], list[Any]], timeout: float = 10) -> list[Any]:
-    """The first non-empty answer of `probe`: the audit line follows the response."""
-    deadline = time.monotonic() + timeout
-    while not (found := probe()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return found
-
-
 def while_attacked(
     tenants: Tenants, attack: Callable[[], wire.Reply], attackers: int = 4, rounds: int = 20
 ) -> tuple[list[float], list[wire.Reply]]:
@@ -178,8 +171,11 @@ def test_a_malformed_index_page_is_a_502_naming_what_was_wrong_with_its_audit_li
     assert says in reply.body
     assert b"tenant-c/bad" in reply.body
     path = f"/namespaces/{ATTACKER_NS}/connectors/bad/simple/{project}/"
-    lines = eventually(lambda: [x for x in tenants.audit_lines() if x["path"] == path])
-    assert [x["status"] for x in lines] == [502]
+
+    def statuses() -> list[int]:  # the audit line follows the response
+        return [x["status"] for x in tenants.audit_lines() if x["path"] == path]
+
+    eventually(statuses, [502])
 
 
 def test_deeply_nested_json_is_served_rewritten(tenants: Tenants):
@@ -294,11 +290,8 @@ def test_every_routed_request_leaves_exactly_one_true_audit_line(tenants: Tenant
     unknown = f"{tenants.server.url}/namespaces/{VICTIM_NS}/connectors/nobody/simple/"
     replies["unknown"] = wire.request("GET", unknown)
 
-    def with_the_last() -> list[dict[str, Any]]:
-        lines = tenants.audit_lines()
-        return lines if any("/nobody/" in x["path"] for x in lines) else []
-
-    lines = eventually(with_the_last)
+    eventually(lambda: any("/nobody/" in x["path"] for x in tenants.audit_lines()), True)
+    lines = tenants.audit_lines()
     for path, reply in replies.items():
         wanted = unknown.split(tenants.server.url, 1)[1] if path == "unknown" else None
         mine = [
