@@ -195,7 +195,10 @@ def rig(workdir: Path, plan: Plan, attacker_namespace: str) -> Iterator[Rig]:
         # One Connector per hostile behaviour, as a tenant with several registries has:
         # each has its own share of in-flight requests, so the stalls cannot crowd out
         # the bombs and huge pages (the namespace's share still caps them all).
-        server.write(attacker_namespace, "attack.yaml", secret, *(
+        # A namespace's Secret is written once (a tenant's own, if the attacker is let in).
+        server.write(attacker_namespace, "attack.yaml", *(
+            [secret] if attacker_namespace not in TENANTS else []
+        ), *(
             connector_manifest(f"attack-{project}", attacking.url) for project in plan.attack
         ))  # fmt: skip
         server.start(
