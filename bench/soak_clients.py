@@ -118,25 +118,25 @@ async def run_tenants(plan: dict[str, Any]) -> dict[str, Any]:
     tasks = []
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_SECONDS)
     for tenant in plan["tenants"]:
-        clients = tenant["clients"]
-        # One pooled connection per client, kept alive for the whole run.
-        connector = aiohttp.TCPConnector(limit=clients, force_close=False)
-        session = aiohttp.ClientSession(connector=connector, timeout=timeout)
-        sessions.append(session)
         tally = tallies.setdefault(tenant["namespace"], Tally())
         headers = {"Authorization": f"Bearer {tenant['token']}"}
-        tasks += [
-            _paced_client(
-                session,
-                tenant["base"],
-                headers,
-                interval=interval,
-                start=start,
-                until=until,
-                tally=tally,
+        for _ in range(tenant["clients"]):
+            # A session and a connection of its own, as each pip is: a shared pool would
+            # hand idle connections around and open only as many as were ever busy.
+            connector = aiohttp.TCPConnector(limit=1)
+            session = aiohttp.ClientSession(connector=connector, timeout=timeout)
+            sessions.append(session)
+            tasks.append(
+                _paced_client(
+                    session,
+                    tenant["base"],
+                    headers,
+                    interval=interval,
+                    start=start,
+                    until=until,
+                    tally=tally,
+                )
             )
-            for _ in range(clients)
-        ]
     try:
         await asyncio.gather(*tasks)
     finally:
