@@ -287,16 +287,25 @@ def checks(
     statuses = {project: sorted(seen) for project, seen in loud["attack"].items()}
     held = loud["peak_rss_mib"] - quiet["peak_rss_mib"]
     happened = (
-        "502" in statuses.get("bomb", [])
-        and "504" in statuses.get("stall", [])
-        and bool(statuses.get("huge"))
+        # Bombs are refused after decoding: at the 64 MiB bound (502), or where the
+        # namespace's byte budget ran out (503), the usual end while a huge page is held.
+        _only(statuses, "bomb", {"502", "503"})
+        and _only(statuses, "stall", {"503", "504"})
+        and "504" in statuses["stall"]
+        and _only(statuses, "huge", {"200", "503"})
         and held >= HELD_BY_AN_ATTACK_MIB
     )
     found.append((
-        f"the attack happened: bombs refused (502), stalls timed out (504), huge pages "
-        f"answered, and the proxy held {held:.0f} MiB more: {statuses}", happened,
+        f"the attack happened and was refused as designed (bombs 502/503, stalls 504/503, "
+        f"huge pages 200/503), the proxy holding {held:.0f} MiB more: {statuses}", happened,
     ))  # fmt: skip
     return found
+
+
+def _only(statuses: dict[str, list[str]], project: str, allowed: set[str]) -> bool:
+    """The attack on `project` got answers, and only the ones in `allowed` (never a 500)."""
+    seen = set(statuses.get(project, []))
+    return bool(seen) and seen <= allowed
 
 
 def report(plan: Plan, quiet: dict[str, Any], loud: dict[str, Any], *, quick: bool) -> str:
