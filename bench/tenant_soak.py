@@ -70,6 +70,10 @@ SLACK_RSS_MIB = 160
 # bomb is read up to the 64 MiB bound. The soak asserts it saw this much more memory in
 # use during the attack than without it: proof that the pages reached the proxy.
 HELD_BY_AN_ATTACK_MIB = 48
+# How the proxy may answer each weapon. Bombs are refused after decoding: at the 64 MiB
+# bound (502), or where the namespace's byte budget ran out (503), the usual end while a
+# huge page is held; stalls time out (504) or wait too long for a share (503).
+REFUSALS = {"bomb": {"502", "503"}, "huge": {"200", "503"}, "stall": {"503", "504"}}
 # Listening sockets, the log, key and state files, the metrics port: measured at ~20.
 BASE_FDS = 64
 
@@ -181,7 +185,7 @@ def _renice_child_serving(origin: str, nice: int) -> None:
 class Rig:
     server: Standalone
     tenants: list[dict[str, Any]]  # namespace, base URL, token, clients
-    attacker: dict[str, Any]  # base URL, token
+    attacker: dict[str, Any]  # "targets": per weapon, its connector's base URL, token, loops
 
 
 @contextlib.contextmanager
@@ -286,18 +290,17 @@ def checks(
     found.append((f"proxy peak open fds {fds} <= {fd_bound(plan)}", fds <= fd_bound(plan)))
     statuses = {project: sorted(seen) for project, seen in loud["attack"].items()}
     held = loud["peak_rss_mib"] - quiet["peak_rss_mib"]
-    happened = (
-        # Bombs are refused after decoding: at the 64 MiB bound (502), or where the
-        # namespace's byte budget ran out (503), the usual end while a huge page is held.
-        _only(statuses, "bomb", {"502", "503"})
-        and _only(statuses, "stall", {"503", "504"})
-        and "504" in statuses["stall"]
-        and _only(statuses, "huge", {"200", "503"})
-        and held >= HELD_BY_AN_ATTACK_MIB
+    happened = all(
+        _only(statuses, project, REFUSALS.get(project, {"200", "502", "503", "504"}))
+        for project in plan.attack
     )
+    if "stall" in plan.attack:
+        happened = happened and "504" in statuses["stall"]
+    if {"bomb", "huge"} & set(plan.attack):
+        happened = happened and held >= HELD_BY_AN_ATTACK_MIB
     found.append((
-        f"the attack happened and was refused as designed (bombs 502/503, stalls 504/503, "
-        f"huge pages 200/503), the proxy holding {held:.0f} MiB more: {statuses}", happened,
+        f"the attack happened and was answered as designed (never a 500; stalls timed out), "
+        f"the proxy holding {held:.0f} MiB more: {statuses}", happened,
     ))  # fmt: skip
     return found
 
