@@ -92,7 +92,9 @@ async def run(config: ClusterConfig, options: ClusterProxyOptions, stop: asyncio
                 strict=True,
             ):
                 await runner.setup()
-                await web.TCPSite(runner, host, port, ssl_context=tls).start()
+                await web.TCPSite(
+                    runner, host, port, ssl_context=tls, backlog=serving.LISTEN_BACKLOG
+                ).start()
             log.info(
                 "proxy listening on %s:%d, metrics on %s:%d",
                 options.host, options.port, options.metrics_host, options.metrics_port,

@@ -33,9 +33,9 @@ class FairnessSettings:
     requests_per_namespace: int = 128
     # How many may wait for a slot, as a multiple of the share; any more get 503 at once.
     waiting_per_slot: int = 4
-    # Index pages one namespace may have rewritten at once: rewriting costs CPU in slices,
-    # and this keeps one tenant's share of those slices small.
-    rewrites_per_namespace: int = 2
+    # Large index pages (forwarding's large_page_bytes) one namespace may have read and
+    # rewritten at once: that costs CPU in slices, and this keeps one tenant's share small.
+    rewrites_per_namespace: int = 4
     # Seconds a request may wait for a slot before it is refused with 503.
     queue_timeout_seconds: float = 10.0
     held_bytes_per_namespace: int = 160 * 1024 * 1024

@@ -14,6 +14,7 @@ failures are 502 or 504 naming the connector, never a 500.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -107,6 +108,9 @@ class ForwardSettings:
     # Bodies up to this size are read whole and sent with the headers in one write:
     # metadata files and small wheels cost more to stream than to hold.
     whole_body_bytes: int = 256 * 1024
+    # An index page over this size, decoded, is large: it waits for one of its namespace's
+    # rewrite slots before more of it is read.
+    large_page_bytes: int = 4 * 1024 * 1024
     fairness: FairnessSettings = FairnessSettings()
 
 
@@ -349,27 +353,34 @@ async def _rewritten(
     settings: ForwardSettings,
 ) -> web.StreamResponse:
     """Read, rewrite and send an index page, holding its bytes in the tenant's budget until
-    the client has them all."""
+    the client has them all. A large page also takes one of the namespace's rewrite slots
+    once it is found to be large, decoding included: a compression bomb costs CPU before
+    it is found out, and small pages, the common case, never wait for one."""
     encoding = next((headers.pop(k) for k in list(headers) if k.lower() == "content-encoding"), "")
     decoder = BoundedDecoder(encoding, settings.max_index_bytes)
-    slicer = _Slicer()
     namespace = target.connector.namespace
-    with resources.budget.holding(namespace) as held:
-        page = bytearray()
-        digest = hashlib.blake2b(digest_size=16)
-        async for chunk in upstream.content.iter_any():
-            for piece in decoder.feed(chunk):
+    slicer = _Slicer()
+    async with contextlib.AsyncExitStack() as large:
+        with resources.budget.holding(namespace) as held:
+            page = bytearray()
+            digest = hashlib.blake2b(digest_size=16)
+            slotted = False
+            async for chunk in upstream.content.iter_any():
+                for piece in decoder.feed(chunk):
+                    await _append(page, piece, digest, held, slicer)
+                    if not slotted and len(page) > settings.large_page_bytes:
+                        slot = resources.shares.rewrite_slot(namespace)
+                        await large.enter_async_context(slot)
+                        slotted = True
+            for piece in decoder.finish():
                 await _append(page, piece, digest, held, slicer)
-        for piece in decoder.finish():
-            await _append(page, piece, digest, held, slicer)
-        page_url = str(upstream.url)
-        cache = resources.rewrites
-        key = cache.key(
-            target.link_map, page_url, client_base, upstream.content_type, digest.digest()
-        )
-        rewritten: bytes | bytearray | None = cache.get(key)
-        if rewritten is None:
-            async with resources.shares.rewrite_slot(namespace):
+            page_url = str(upstream.url)
+            cache = resources.rewrites
+            key = cache.key(
+                target.link_map, page_url, client_base, upstream.content_type, digest.digest()
+            )
+            rewritten: bytes | bytearray | None = cache.get(key)
+            if rewritten is None:
                 rewritten = await _joined(
                     target.protocol.rewrite(
                         page,
@@ -381,12 +392,12 @@ async def _rewritten(
                     slicer,
                     limit=2 * settings.max_index_bytes,
                 )
-            cache.put(key, rewritten)
-        del page
-        response = web.Response(
-            status=upstream.status, reason=upstream.reason, body=rewritten, headers=headers
-        )
-        return await _send_whole(request, response, len(rewritten), settings)
+                cache.put(key, rewritten)
+            del page
+            response = web.Response(
+                status=upstream.status, reason=upstream.reason, body=rewritten, headers=headers
+            )
+            return await _send_whole(request, response, len(rewritten), settings)
 
 
 async def _append(

@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 MAX_LINE_BYTES = 8190
 MAX_FIELD_BYTES = 16 * 1024
 MAX_HEADERS = 100
+# Connections the kernel may queue before the proxy accepts them: aiohttp's 128 overflows
+# when a few hundred clients connect at once (the kernel caps it at somaxconn).
+LISTEN_BACKLOG = 4096
 # File descriptors kept back from the budget: listening sockets, logs, key files, the
 # API server's connections.
 _RESERVED_DESCRIPTORS = 128

@@ -126,7 +126,9 @@ class StandaloneServer:
             proxy_app.make_app(config, self.metrics), self.options.clients
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.options.host, self.options.port)
+        site = web.TCPSite(
+            self._runner, self.options.host, self.options.port, backlog=serving.LISTEN_BACKLOG
+        )
         await site.start()
         port = int(self._runner.addresses[0][1])
         self.url = advertised_base(self.options, port)
