@@ -21,7 +21,7 @@ from typing import Any
 from connectors.api import crds
 from connectors.api.errors import ConnectorsError
 from connectors.api.resources import DEFAULT_NAMESPACE
-from connectors.auth import tokens
+from connectors.auth import kubeauth, tokens
 from connectors.kube import client as kube_client
 from connectors.kube import config as kube_config
 from connectors.kube import install
@@ -46,20 +46,45 @@ def _add_place(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_upstream_timeout(parser: argparse.ArgumentParser) -> None:
+    defaults = forwarding.ForwardSettings
+    parser.add_argument(
+        "--upstream-connect-timeout",
+        type=float,
+        default=defaults.connect_timeout_seconds,
+        help="seconds to connect to a registry (default %(default)g)",
+    )
+    parser.add_argument(
+        "--upstream-first-byte-timeout",
+        type=float,
+        default=defaults.first_byte_timeout_seconds,
+        help="seconds a registry may take to start answering a download (default %(default)g)",
+    )
+    parser.add_argument(
+        "--upstream-idle-timeout",
+        type=float,
+        default=defaults.idle_timeout_seconds,
+        help="seconds a registry may stay silent mid-answer, or after an upload's body, "
+        "before the client gets 504 or a closed connection (default %(default)g)",
+    )
     parser.add_argument(
         "--upstream-timeout",
         type=float,
-        default=300.0,
-        help="seconds the registry may stay silent before the client gets 504 (default 300)",
+        default=None,
+        help="shorthand: sets both the first-byte and the idle timeout",
     )
 
 
 def _forward_settings(args: argparse.Namespace) -> forwarding.ForwardSettings:
-    if args.upstream_timeout <= 0:
-        raise ConnectorsError("--upstream-timeout must be positive")
+    first_byte, idle = args.upstream_first_byte_timeout, args.upstream_idle_timeout
+    if args.upstream_timeout is not None:
+        first_byte = idle = args.upstream_timeout
+    timeouts = (args.upstream_connect_timeout, first_byte, idle)
+    if min(timeouts) <= 0:
+        raise ConnectorsError("upstream timeouts must be positive")
     return forwarding.ForwardSettings(
-        read_timeout_seconds=args.upstream_timeout,
-        connect_timeout_seconds=min(10.0, args.upstream_timeout),
+        connect_timeout_seconds=min(args.upstream_connect_timeout, first_byte),
+        first_byte_timeout_seconds=first_byte,
+        idle_timeout_seconds=idle,
     )
 
 
@@ -190,6 +215,13 @@ def _add_cluster_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
         type=float,
         default=10.0,
         help="seconds a token decision is reused (never past the token's expiry)",
+    )
+    prx.add_argument(
+        "--authorization",
+        choices=kubeauth.AUTHORIZATION_MODES,
+        default="namespace",
+        help="namespace: a connector's own namespace's ServiceAccounts may use it, others need "
+        "RBAC; rbac: everyone needs RBAC (get to download, create connectors/proxy to upload)",
     )
 
     csi = sub.add_parser("csi", help="the CSI node plugin that mounts client files into pods")
@@ -327,6 +359,7 @@ def _proxy(args: argparse.Namespace) -> int:
         metrics_port=metrics_port,
         cluster_domain=args.cluster_domain,
         decision_ttl_seconds=args.decision_ttl,
+        authorization=args.authorization,
         forward=_forward_settings(args),
         tls_cert_file=args.tls_cert_file,
         tls_key_file=args.tls_key_file,

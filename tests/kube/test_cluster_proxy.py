@@ -46,9 +46,12 @@ class Setup:
     def base(self, namespace: str = NS, name: str = NAME) -> str:
         return f"http://127.0.0.1:{self.port}{routing.path_form(namespace, name)}"
 
-    def token(self, account: str, *, namespace: str = NS, name: str = NAME, pod: str = "") -> str:
+    def token(
+        self, account: str, *, namespace: str = NS, name: str = NAME, pod: str = "",
+        account_namespace: str = NS,
+    ) -> str:  # fmt: skip
         return self.cluster.kubectl(
-            "create", "token", account, "-n", NS, "--duration=30m",
+            "create", "token", account, "-n", account_namespace, "--duration=30m",
             f"--audience={ISSUER}", f"--audience={routing.cluster_url(namespace, name)}",
             "--bound-object-kind=Pod", f"--bound-object-name={pod or 'pod-' + account}",
         ).stdout.strip()  # fmt: skip
@@ -70,9 +73,9 @@ class Setup:
         return into
 
 
-def pod(name: str, account: str) -> str:
+def pod(name: str, account: str, namespace: str = NS) -> str:
     return json.dumps({
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": NS},
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": namespace},
         "spec": {"serviceAccountName": account, "containers": [{"name": "c", "image": "python:3"}]},
     })  # fmt: skip
 
@@ -133,7 +136,7 @@ def setup(
     proxy = ComponentProcess(
         cluster, workdir, "proxy", "connectors-proxy", DEPLOY / "proxy" / "rbac.yaml",
         "--listen", f"127.0.0.1:{port}", "--metrics-listen", f"127.0.0.1:{metrics_port}",
-        "--decision-ttl", "3",
+        "--decision-ttl", "3", "--authorization", "rbac",
     ).start()  # fmt: skip
     wait_ready(f"http://127.0.0.1:{port}")
     yield Setup(cluster, proxy, pypi_registry, port, metrics_port, workdir)
@@ -390,3 +393,54 @@ def test_a_status_naming_another_audience_cannot_open_the_proxy_to_other_tokens(
         ).status
         == 200
     )
+
+
+@pytest.fixture(scope="module")
+def namespace_mode(setup: Setup) -> Iterator[Setup]:
+    """A second proxy on the same cluster, in the default authorization mode."""
+    port, metrics_port = localregistry.free_port(), localregistry.free_port()
+    proxy = ComponentProcess(
+        setup.cluster, setup.workdir, "proxy", "connectors-proxy", DEPLOY / "proxy" / "rbac.yaml",
+        "--listen", f"127.0.0.1:{port}", "--metrics-listen", f"127.0.0.1:{metrics_port}",
+        "--decision-ttl", "3",
+    ).start()  # fmt: skip
+    wait_ready(f"http://127.0.0.1:{port}")
+    yield Setup(setup.cluster, proxy, setup.registry, port, metrics_port, setup.workdir)
+    proxy.stop()
+
+
+def test_by_default_the_connectors_own_namespace_installs_and_publishes_without_a_grant(
+    namespace_mode: Setup, tmp_path: Path
+):
+    # The quick start's Jobs run as their namespace's `default` account and bind no role.
+    files = namespace_mode.client_files(namespace_mode.token("nobody"), tmp_path / "client")
+    wheel = make_wheel(tmp_path / "dist", "own-namespace", "1.0.0")
+    upload = clients.twine_upload(files / ".pypirc", wheel)
+    assert upload.returncode == 0, clients.explain(upload)
+    install = clients.pip_install(
+        files / "pip.conf", "own-namespace==1.0.0", target=tmp_path / "site"
+    )
+    assert install.returncode == 0, clients.explain(install)
+
+
+def test_by_default_another_namespace_needs_the_grant_rbac_gives(namespace_mode: Setup):
+    cluster = namespace_mode.cluster
+    cluster.kubectl("create", "serviceaccount", "visitor", "-n", OTHER_NS)
+    cluster.kubectl("apply", "-f", "-", stdin=pod("pod-visitor", "visitor", OTHER_NS))
+    token = namespace_mode.token("visitor", account_namespace=OTHER_NS)
+    url = namespace_mode.base() + "/simple/"
+    refused = wire.request("GET", url, headers=wire.basic(token))
+    assert refused.status == 403
+    assert f"system:serviceaccount:{OTHER_NS}:visitor may not download" in refused.body.decode()
+    cluster.kubectl(
+        "create", "rolebinding", "visitor-downloads", "-n", NS,
+        "--clusterrole=connectors-download", f"--serviceaccount={OTHER_NS}:visitor",
+    )  # fmt: skip
+    deadline = time.monotonic() + 20  # past the proxy's 3 s decision cache
+    status = refused.status
+    while status == 403 and time.monotonic() < deadline:
+        time.sleep(0.5)
+        status = wire.request("GET", url, headers=wire.basic(token)).status
+    assert status == 200
+    upload = wire.request("POST", namespace_mode.base() + "/", headers=wire.basic(token))
+    assert upload.status == 403

@@ -8,6 +8,8 @@ import pytest
 
 from connectors.classes import pypi_links
 from connectors.proxy import routing, safety
+from connectors.api.errors import RegistryDataError
+from connectors.proxy import links
 from connectors.proxy.links import LinkMap
 
 CLIENT = "http://proxy:8080/namespaces/ns/connectors/c"
@@ -15,7 +17,15 @@ LINKS = LinkMap(
     address="https://nexus.example.com/repository/pypi",
     extensions=(("files", "https://files.example.org"),),
     aliases=pypi_links.path_aliases({"simplePath": "+simple"}),
+    origin_key=links.origin_key("ns", "c", "Basic c2VjcmV0"),
 )
+
+
+def sealed(path: str, link_map: LinkMap = LINKS) -> str:
+    """The client path the proxy hands out for `path` on the connector's own host."""
+    mapped = link_map.to_client("https://nexus.example.com" + path, CLIENT)
+    assert mapped is not None and mapped.startswith(CLIENT + "/_origin/")
+    return mapped[len(CLIENT) :]
 
 
 @pytest.mark.parametrize(
@@ -24,7 +34,7 @@ LINKS = LinkMap(
         ("/simple/pkg/", "https://nexus.example.com/repository/pypi/+simple/pkg/", True),
         ("/legacy/", "https://nexus.example.com/repository/pypi/", True),
         ("/packages/a.whl", "https://nexus.example.com/repository/pypi/packages/a.whl", True),
-        ("/_origin/other/a.whl", "https://nexus.example.com/other/a.whl", True),
+        (sealed("/other/a.whl"), "https://nexus.example.com/other/a.whl", True),
         ("/_ext/files/p/a.whl", "https://files.example.org/p/a.whl", False),
     ],
 )
@@ -38,6 +48,19 @@ def test_an_unnamed_extension_maps_to_nothing():
     assert LINKS.to_upstream("/_ext/evil/x", "") is None
 
 
+def test_the_registry_host_outside_the_address_is_reached_only_through_links_it_served():
+    # A token holder cannot reach arbitrary paths of the registry host with the
+    # connector's credentials: only what an index page of this connector linked to.
+    good = sealed("/other/a.whl")
+    seal = good.split("/")[2]
+    assert LINKS.to_upstream("/_origin/other/a.whl", "") is None
+    assert LINKS.to_upstream(f"/_origin/{seal}/other/b.whl", "") is None
+    assert LINKS.to_upstream(f"/_origin/{seal}/admin/users", "") is None
+    # A connector with other credentials seals differently: a rotated Secret retires seals.
+    rotated = LinkMap(address=LINKS.address, origin_key=links.origin_key("ns", "c", "Basic bmV3"))
+    assert rotated.to_upstream(good, "") is None
+
+
 @pytest.mark.parametrize(
     ("upstream", "client"),
     [
@@ -46,7 +69,7 @@ def test_an_unnamed_extension_maps_to_nothing():
             "https://nexus.example.com/repository/pypi/p/a.whl#sha256=ab",
             CLIENT + "/p/a.whl#sha256=ab",
         ),
-        ("https://nexus.example.com/elsewhere/a.whl", CLIENT + "/_origin/elsewhere/a.whl"),
+        ("https://nexus.example.com/elsewhere/a.whl", CLIENT + sealed("/elsewhere/a.whl")),
         ("https://files.example.org/p/a.whl", CLIENT + "/_ext/files/p/a.whl"),
         ("https://evil.example.net/a.whl", None),
         ("http://nexus.example.com/repository/pypi/a.whl", None),  # other scheme, other origin
@@ -103,6 +126,32 @@ def test_json_rewrite_maps_urls_and_keeps_every_other_field():
 def test_a_body_that_is_not_json_passes_through_untouched():
     body = b"{not json"
     assert pypi_links.rewrite(body, "application/json", "https://x/", lambda u: "y") == body
+
+
+@pytest.mark.parametrize(
+    ("kind", "body"),
+    [
+        pytest.param("application/json", b'{"url": "https://x/a.whl', id="unterminated-string"),
+        pytest.param("application/json", b'{"url": "http://[::1/a.whl"}', id="json-bad-host"),
+        pytest.param("text/html", b'<a href="http://[::1/a.whl">a</a>', id="html-bad-host"),
+    ],
+)
+def test_an_index_page_that_cannot_be_read_is_the_registrys_error(kind: str, body: bytes):
+    with pytest.raises(RegistryDataError):
+        pypi_links.rewrite(body, kind, "https://x/simple/a/", lambda u: "http://proxy/y")
+
+
+def test_deeply_nested_json_is_rewritten_without_recursion():
+    depth = 100_000
+    body = b'{"a":' * depth + b'{"url": "https://x/a.whl"}' + b"}" * depth
+    out = pypi_links.rewrite(body, "application/json", "https://x/", lambda u: "http://p/a")
+    assert out == body.replace(b"https://x/a.whl", b"http://p/a")
+
+
+def test_a_json_url_key_inside_a_string_is_not_taken_for_a_key():
+    body = b'{"description": "see \\"url\\": \\"https://x/evil\\"", "url": "https://x/a"}'
+    out = pypi_links.rewrite(body, "application/json", "https://x/", lambda u: "http://p/" + u[-1])
+    assert json.loads(out) == {"description": json.loads(body)["description"], "url": "http://p/a"}
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,8 @@
     ├── PermissionDenied         a valid identity may not do what it asked
     ├── AuthUnavailable          the token authority cannot be reached (fail closed)
     ├── TemplateError            a configuration template failed to render
+    ├── RegistryDataError        a registry's answer cannot be used (malformed, too large)
+    ├── Overloaded               a tenant's share of the shared proxy is in use: retry later
     ├── StateError               local state (keys, server address, kubeconfig) is missing or bad
     ├── ApiError                 the Kubernetes API server refused a request (status, reason)
     └── ApiUnavailable           the Kubernetes API server cannot be reached now
@@ -61,6 +63,16 @@ class TokenError(ConnectorsError):
 
 class TemplateError(ConnectorsError):
     """A configuration template could not be rendered."""
+
+
+class RegistryDataError(ConnectorsError):
+    """A registry sent something the proxy cannot use: a malformed or oversized index page,
+    an encoding it cannot undo. The registry's failure, so clients get 502."""
+
+
+class Overloaded(ConnectorsError):
+    """A connector or namespace has used its share of the shared proxy (registry
+    connections, bytes held for index pages); clients get 503 with Retry-After."""
 
 
 class StateError(ConnectorsError):

@@ -2,12 +2,18 @@
 
 A workload presents its own short-lived ServiceAccount token. TokenReview, asked with the
 connector's proxy URL as the only audience, says whether the token is valid for this
-connector (the answer must list that audience back). SubjectAccessReview then asks whether
-that identity may use this Connector:
+connector (the answer must list that audience back). Then the permission decision, in one
+of two modes:
 
-- downloading needs `get` on `connectors.alauda.io` `connectors` (the Connector by name);
-- uploading needs `create` on the subresource `connectors/proxy`, a separate grant, so a
-  read-only workload cannot publish.
+- "namespace" (the default): a ServiceAccount of the Connector's own namespace may download
+  and upload without any RoleBinding, since whoever can run a Pod there can already mount
+  the namespace's Secrets; that is what lets the quick start's Jobs, running as the
+  namespace's `default` account, work with no extra step. Any other identity is asked about
+  by SubjectAccessReview, as in "rbac" mode.
+- "rbac": SubjectAccessReview for everyone. Downloading needs `get` on
+  `connectors.alauda.io` `connectors` (the Connector by name); uploading needs `create` on
+  the subresource `connectors/proxy`, a separate grant, so a read-only workload cannot
+  publish.
 
 Identities are cached by SHA-256 of the token for `ttl_seconds` and never past the token's
 `exp`; permission answers by identity and request for the same time. When the API server
@@ -22,7 +28,7 @@ import binascii
 import json
 import logging
 import time
-from typing import Any
+from typing import Any, Literal
 
 from connectors.api.errors import (
     ApiError,
@@ -41,11 +47,21 @@ log = logging.getLogger(__name__)
 POD_NAME_EXTRA = "authentication.kubernetes.io/pod-name"
 DOWNLOAD = ("get", "")
 UPLOAD = ("create", "proxy")
+SERVICE_ACCOUNT_PREFIX = "system:serviceaccount:"
+AuthorizationMode = Literal["namespace", "rbac"]
+AUTHORIZATION_MODES: tuple[AuthorizationMode, ...] = ("namespace", "rbac")
 
 
 class KubeAuthenticator:
-    def __init__(self, kube: KubeClient, *, ttl_seconds: float = 10.0) -> None:
+    def __init__(
+        self,
+        kube: KubeClient,
+        *,
+        ttl_seconds: float = 10.0,
+        mode: AuthorizationMode = "namespace",
+    ) -> None:
         self.kube = kube
+        self.mode = mode
         self.cache = DecisionCache(ttl_seconds=ttl_seconds)
         self._allowed: dict[tuple[str, str, str, str, str], float] = {}
         self.ttl_seconds = ttl_seconds
@@ -57,6 +73,8 @@ class KubeAuthenticator:
         if identity is None:
             identity = await self._review(token, audience)
             self.cache.put(token, audience, identity)
+        if self.mode == "namespace" and _is_service_account_of(identity, namespace):
+            return identity
         verb, subresource = UPLOAD if upload else DOWNLOAD
         await self._check_access(identity, namespace, name, verb, subresource)
         return identity
@@ -143,6 +161,12 @@ class KubeAuthenticator:
             ) from exc
         status = answer.get("status") or {}
         return status if isinstance(status, dict) else {}
+
+
+def _is_service_account_of(identity: tokens.Identity, namespace: str) -> bool:
+    """True for `system:serviceaccount:<namespace>:<name>`; namespaces hold no colon, so the
+    prefix with its trailing colon names exactly one namespace."""
+    return identity.subject.startswith(f"{SERVICE_ACCOUNT_PREFIX}{namespace}:")
 
 
 def _expiry(token: str) -> float | None:

@@ -8,7 +8,7 @@ A class without a protocol gets plain forwarding: no aliases, no rewriting.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from connectors.classes import pypi_links
 
@@ -23,8 +23,8 @@ def _never(content_type: str | None) -> bool:
 
 def _unchanged(
     body: bytes, content_type: str | None, page_url: str, map_url: pypi_links.UrlMapper
-) -> bytes:
-    return body
+) -> Iterator[bytes]:
+    return iter((body,))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,7 +32,8 @@ class ProxyProtocol:
     name: str
     path_aliases: Callable[[dict[str, str]], tuple[tuple[str, str], ...]] = _no_aliases
     is_rewritable: Callable[[str | None], bool] = _never
-    rewrite: Callable[[bytes, str | None, str, pypi_links.UrlMapper], bytes] = _unchanged
+    # The rewritten page in pieces, each after a bounded amount of work (see pypi_links).
+    rewrite: Callable[[bytes, str | None, str, pypi_links.UrlMapper], Iterator[bytes]] = _unchanged
 
 
 PLAIN = ProxyProtocol(name="")
@@ -41,7 +42,7 @@ PROTOCOLS = {
         name="pypi",
         path_aliases=pypi_links.path_aliases,
         is_rewritable=pypi_links.is_rewritable,
-        rewrite=pypi_links.rewrite,
+        rewrite=pypi_links.rewrite_steps,
     ),
 }
 

@@ -5,10 +5,17 @@ devpi, Nexus), root-relative (`/packages/x.whl`), or absolute to another host (P
 files host). Every link is first resolved against the URL the page was fetched from, then
 handed to `map_url`, which returns where the client should fetch it instead, or None to
 leave the link as it was (a host the connector does not take over). Only the URL changes:
-fragments (`#sha256=...`) and every other attribute (yanked, requires-python,
-core-metadata) are kept byte for byte.
+fragments (`#sha256=...`) and every other byte of the page (yanked, requires-python,
+core-metadata, formatting) are kept as they were.
 
 HTML (PEP 503) and JSON (PEP 691, and the JSON API's `urls`/`releases`) are handled.
+
+A registry is untrusted, so the rewriters are scanners, not parsers: each step does a
+bounded amount of work in time linear in the page (no backtracking regex over attacker
+text, no recursion, no document tree), and `rewrite_steps` yields between steps so the
+proxy can keep serving other clients while a large page is rewritten. A page that cannot
+be read (an unterminated JSON string, a link no URL parser accepts) raises
+RegistryDataError.
 """
 
 from __future__ import annotations
@@ -16,20 +23,27 @@ from __future__ import annotations
 import html
 import json
 import re
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
 from urllib.parse import urljoin
+
+from connectors.api.errors import RegistryDataError
 
 UrlMapper = Callable[[str], str | None]
 
 HTML_TYPES = frozenset({"text/html", "application/vnd.pypi.simple.v1+html"})
 JSON_TYPES = frozenset({"application/vnd.pypi.simple.v1+json", "application/json"})
 
-# Attributes that hold a URL to fetch: the file link itself and PEP 740's provenance.
-_URL_ATTRIBUTE = re.compile(
-    rb"""(?P<lead>\s(?:href|data-provenance)\s*=\s*)(?:"(?P<dq>[^"]*)"|'(?P<sq>[^']*)')""",
+# Input bytes handled between two yields of `rewrite_steps`.
+STEP_BYTES = 64 * 1024
+
+# The start of an attribute that holds a URL to fetch: the file link itself and PEP 740's
+# provenance. Bounded in length, so a search inside a window never misses one that starts
+# there; only the value (found with bytes.find) may be long.
+_URL_ATTRIBUTE_LEAD = re.compile(
+    rb"""\s(?:href|data-provenance)[ \t\r\n\f]{0,16}=[ \t\r\n\f]{0,16}(?P<quote>["'])""",
     re.IGNORECASE,
 )
+_LEAD_MAX_BYTES = 64
 _JSON_URL_KEYS = frozenset({"url", "provenance"})
 
 
@@ -44,54 +58,132 @@ def is_rewritable(content_type: str | None) -> bool:
 
 def rewrite(body: bytes, content_type: str | None, page_url: str, map_url: UrlMapper) -> bytes:
     """The body with every file link mapped; unchanged if the type is not an index page."""
+    return b"".join(rewrite_steps(body, content_type, page_url, map_url))
+
+
+def rewrite_steps(
+    body: bytes, content_type: str | None, page_url: str, map_url: UrlMapper
+) -> Iterator[bytes]:
+    """The rewritten body in pieces, each after a bounded amount of work."""
     kind = media_type(content_type)
     if kind in HTML_TYPES:
-        return rewrite_html(body, page_url, map_url)
+        return _html_pieces(body, page_url, map_url)
     if kind in JSON_TYPES:
-        return rewrite_json(body, page_url, map_url)
-    return body
+        return _json_pieces(body, page_url, map_url)
+    return iter((body,))
 
 
-def rewrite_html(body: bytes, page_url: str, map_url: UrlMapper) -> bytes:
-    def replace(match: re.Match[bytes]) -> bytes:
-        quote = b'"' if match.group("dq") is not None else b"'"
-        raw = match.group("dq") if match.group("dq") is not None else match.group("sq")
-        original = html.unescape(raw.decode("utf-8", errors="surrogateescape"))
-        mapped = map_url(urljoin(page_url, original))
-        if mapped is None:
-            return match.group(0)
-        escaped = html.escape(mapped, quote=True).encode("utf-8")
-        return match.group("lead") + quote + escaped + quote
-
-    return _URL_ATTRIBUTE.sub(replace, body)
-
-
-def rewrite_json(body: bytes, page_url: str, map_url: UrlMapper) -> bytes:
+def _mapped(page_url: str, link: str, map_url: UrlMapper) -> str | None:
     try:
-        document = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return body  # Not JSON after all: pass it on untouched rather than break it.
-    changed = _rewrite_json_value(document, page_url, map_url)
-    if not changed:
-        return body
-    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        return map_url(urljoin(page_url, link))
+    except ValueError as exc:  # urljoin/urlsplit refuse some hosts, e.g. "http://[::1"
+        raise RegistryDataError(f"the index page has a link no URL parser accepts: {exc}") from exc
 
 
-def _rewrite_json_value(value: Any, page_url: str, map_url: UrlMapper) -> bool:
-    changed = False
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if key in _JSON_URL_KEYS and isinstance(item, str):
-                mapped = map_url(urljoin(page_url, item))
-                if mapped is not None and mapped != item:
-                    value[key] = mapped
-                    changed = True
-            else:
-                changed = _rewrite_json_value(item, page_url, map_url) or changed
-    elif isinstance(value, list):
-        for item in value:
-            changed = _rewrite_json_value(item, page_url, map_url) or changed
-    return changed
+def _html_pieces(body: bytes, page_url: str, map_url: UrlMapper) -> Iterator[bytes]:
+    emitted = 0  # body[:emitted] has been yielded
+    scan = 0
+    no_closing: set[int] = set()  # quote characters with no closing one left in the page
+    while scan < len(body):
+        window_end = min(len(body), scan + STEP_BYTES)
+        # A lead that starts inside the window ends within _LEAD_MAX_BYTES past it.
+        lead = _URL_ATTRIBUTE_LEAD.search(body, scan, window_end + _LEAD_MAX_BYTES)
+        if lead is None:
+            scan = window_end
+            yield body[emitted:scan]
+            emitted = scan
+            continue
+        quote = body[lead.end() - 1]
+        start = lead.end()
+        end = -1 if quote in no_closing else body.find(bytes((quote,)), start)
+        if end < 0:
+            no_closing.add(quote)  # every later value in this quote is unterminated too
+            if len(no_closing) == 2:
+                break  # no value can close any more: nothing left to rewrite
+            scan = start
+            yield b""  # a bounded step all the same
+            continue
+        original = html.unescape(body[start:end].decode("utf-8", errors="surrogateescape"))
+        mapped = _mapped(page_url, original, map_url)
+        if mapped is not None:
+            yield body[emitted:start]
+            yield html.escape(mapped, quote=True).encode("utf-8")
+            emitted = end
+        scan = end + 1
+    yield body[emitted:]
+
+
+def _json_pieces(body: bytes, page_url: str, map_url: UrlMapper) -> Iterator[bytes]:
+    """Every string token is read whole from its opening quote, so a key is only ever
+    taken for a key: `"url"` inside another string cannot start a token."""
+    emitted = 0
+    position = 0
+    url_value_next = False  # the last token was a key naming a URL, then a colon
+    since_yield = 0
+    while True:
+        opening = body.find(b'"', position)
+        if opening < 0:
+            break
+        closing = _string_end(body, opening)
+        between = body[position:opening].strip()
+        token = body[opening : closing + 1]
+        if url_value_next and between == b":":
+            replacement = _mapped_json_string(token, page_url, map_url)
+            if replacement is not None:
+                yield body[emitted:opening]
+                yield replacement
+                emitted = closing + 1
+            url_value_next = False
+        else:
+            url_value_next = _is_url_key(body, token, closing)
+        position = closing + 1
+        since_yield += len(token) + len(between)
+        if since_yield >= STEP_BYTES:
+            yield body[emitted:position]
+            emitted, since_yield = position, 0
+    yield body[emitted:]
+
+
+def _string_end(body: bytes, opening: int) -> int:
+    """The index of the quote that closes the JSON string opened at `opening`."""
+    search = opening + 1
+    while True:
+        closing = body.find(b'"', search)
+        if closing < 0:
+            raise RegistryDataError("the JSON index page has an unterminated string")
+        backslashes = 0
+        while body[closing - 1 - backslashes] == 0x5C:  # "\\"
+            backslashes += 1
+        if backslashes % 2 == 0:
+            return closing
+        search = closing + 1
+
+
+def _is_url_key(body: bytes, token: bytes, closing: int) -> bool:
+    if len(token) > 16:
+        return False
+    after = closing + 1
+    while after < len(body) and body[after] in b" \t\r\n":
+        after += 1
+    if after >= len(body) or body[after] != 0x3A:  # ":"
+        return False
+    return _decoded_string(token) in _JSON_URL_KEYS
+
+
+def _decoded_string(token: bytes) -> str:
+    try:
+        value = json.loads(token)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RegistryDataError("the JSON index page has a malformed string") from exc
+    return value if isinstance(value, str) else ""
+
+
+def _mapped_json_string(token: bytes, page_url: str, map_url: UrlMapper) -> bytes | None:
+    original = _decoded_string(token)
+    mapped = _mapped(page_url, original, map_url)
+    if mapped is None or mapped == original:
+        return None
+    return json.dumps(mapped, ensure_ascii=False).encode("utf-8")
 
 
 def path_aliases(params: dict[str, str]) -> tuple[tuple[str, str], ...]:

@@ -6,11 +6,17 @@ token without permission · 404 no such connector or path · 405 CONNECT/TRACE �
 502 registry unreachable or refusing the connector's credentials · 503 connector unusable
 now (no Secret) or the token authority unreachable · 504 registry too slow.
 Anything else is the registry's own answer, passed through.
+
+Every request routed to a connector leaves exactly one audit line, however it ends, with
+the bytes that really crossed the wire, the client's address and a short digest that tells
+tokens apart without revealing one. Metric labels come only from connectors that exist and
+from a fixed set of methods, so unauthenticated traffic creates no lasting series.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import time
@@ -23,7 +29,7 @@ from aiohttp.typedefs import Handler
 from connectors.api.errors import AuthUnavailable, PermissionDenied, TokenError
 from connectors.auth import credentials, tokens
 from connectors.auth.authenticator import Authenticator
-from connectors.proxy import forwarding, routing, safety, splice
+from connectors.proxy import fairness, forwarding, routing, safety, splice
 from connectors.proxy.metrics import ProxyMetrics
 from connectors.proxy.rewritecache import RewriteCache
 from connectors.proxy.targets import TargetCache
@@ -34,6 +40,10 @@ audit_log = logging.getLogger("connectors.audit")
 
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _REFUSED_METHODS = frozenset({"CONNECT", "TRACE", "TRACK"})
+# Methods that get a metric label of their own; any other counts as OTHER.
+_LABELLED_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE"})
+# The label of requests for connectors that do not exist.
+NO_CONNECTOR = "(none)"
 
 
 AudienceFor = Callable[[str, str], str]  # (namespace, name) -> the audience tokens must carry
@@ -57,7 +67,9 @@ METRICS = web.AppKey("metrics", ProxyMetrics)
 
 # What handling learned about a request, for the audit line and the metrics.
 ROUTE = "connectors.route"
+KNOWN = "connectors.known"  # the routed connector exists
 IDENTITY = "connectors.identity"
+TOKEN_ID = "connectors.token_id"
 
 
 def make_app(config: ProxyConfig, metrics: ProxyMetrics | None = None) -> web.Application:
@@ -69,13 +81,22 @@ def make_app(config: ProxyConfig, metrics: ProxyMetrics | None = None) -> web.Ap
     app[METRICS] = metrics or ProxyMetrics()
     app[TARGETS] = TargetCache(config.store)
     app.cleanup_ctx.append(_upstream_session)
-    app.router.add_route("*", "/{tail:.*}", handle)
+    # 100 Continue is sent by `handle` once the token and its scope are checked, never
+    # before: a client must not stream a body the proxy will refuse.
+    app.router.add_route("*", "/{tail:.*}", handle, expect_handler=_defer_continue)
     return app
+
+
+async def _defer_continue(request: web.Request) -> None:
+    return None
 
 
 async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
     """The registry connection pool, the rewrite cache and the splice workers."""
-    connector = aiohttp.TCPConnector(limit=256, limit_per_host=64, ttl_dns_cache=60)
+    # No pool-wide cap that one tenant could fill: each connector and namespace has its
+    # own share (fairness.Shares), and in-flight registry requests never outnumber the
+    # client connections the server admits.
+    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=60)
     async with aiohttp.ClientSession(
         connector=connector,
         auto_decompress=False,
@@ -83,7 +104,10 @@ async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
         read_bufsize=1024 * 1024,  # large reads from the registry: fewer, bigger copies
     ) as session:
         relays = splice.Relays() if splice.AVAILABLE else None
-        app[RESOURCES] = forwarding.Resources(session, RewriteCache(), relays)
+        fair = app[CONFIG].forward.fairness
+        app[RESOURCES] = forwarding.Resources(
+            session, RewriteCache(), relays, fairness.Shares(fair), fairness.ByteBudget(fair)
+        )
         try:
             yield
         finally:
@@ -93,16 +117,33 @@ async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
 
 @web.middleware
 async def audit(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """One audit line and one set of metrics per request; never a token or a credential."""
+    """One audit line and one set of metrics per routed request, however it ends; never a
+    token or a credential."""
     started = time.monotonic()
-    response = await handler(request)
-    found: routing.Route | None = request.get(ROUTE)
-    if found is None:
+    response: web.StreamResponse | None = None
+    try:
+        response = await handler(request)
+        if not response.prepared:
+            # Send it now, so that the line says what went over the wire.
+            await response.prepare(request)
+            await response.write_eof()
         return response
+    except Exception:
+        log.exception("request failed inside the proxy")
+        response = forwarding.error_response(500, "internal error in the proxy")
+        return response
+    finally:
+        if request.get(ROUTE) is not None:
+            _record(request, response, time.monotonic() - started)
+
+
+def _record(request: web.Request, response: web.StreamResponse | None, duration: float) -> None:
+    found: routing.Route = request[ROUTE]
     identity: tokens.Identity | None = request.get(IDENTITY)
-    duration = time.monotonic() - started
-    connector = f"{found.namespace}/{found.name}"
-    sent = response.body_length + request.get(forwarding.SPLICED_BYTES, 0)
+    status = response.status if response is not None else 499  # the client went away
+    sent = (response.body_length if response is not None else 0) + request.get(
+        forwarding.SPLICED_BYTES, 0
+    )
     audit_log.info(
         json.dumps(
             {
@@ -110,10 +151,12 @@ async def audit(request: web.Request, handler: Handler) -> web.StreamResponse:
                 "namespace": found.namespace,
                 "identity": identity.subject if identity else "",
                 "pod": identity.pod if identity else "",
+                "token": request.get(TOKEN_ID, ""),
+                "client": request.remote or "",
                 "method": request.method,
                 "path": request.raw_path.partition("?")[0],
-                "status": response.status,
-                "bytes_in": request.content_length or 0,
+                "status": status,
+                "bytes_in": request.content.total_bytes,
                 "bytes_out": sent,
                 "duration_ms": round(duration * 1000, 1),
             },
@@ -121,13 +164,14 @@ async def audit(request: web.Request, handler: Handler) -> web.StreamResponse:
         )
     )
     metrics = request.app[METRICS]
-    metrics.requests.labels(connector, request.method, str(response.status)).inc()
+    connector = f"{found.namespace}/{found.name}" if request.get(KNOWN) else NO_CONNECTOR
+    method = request.method if request.method in _LABELLED_METHODS else "OTHER"
+    metrics.requests.labels(connector, method, str(status)).inc()
     metrics.bytes.labels(connector).inc(sent)
     metrics.latency.labels(connector).observe(duration)
     failure = request.get(forwarding.UPSTREAM_ERROR)
     if failure:
         metrics.upstream_errors.labels(connector, failure).inc()
-    return response
 
 
 @web.middleware
@@ -151,9 +195,12 @@ async def handle(request: web.Request) -> web.StreamResponse:
     target = request.app[TARGETS].get(found.namespace, found.name)
     if target is None:
         return forwarding.error_response(404, f"connector {found.namespace}/{found.name} not found")
+    request[KNOWN] = True
     denied = await _authorize(request, config, found)
     if denied is not None:
         return denied
+    if request.headers.get("Expect", "").lower() == "100-continue":
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
     if target.problem is not None:
         return forwarding.error_response(
             503, f"connector {found.namespace}/{found.name} cannot be used now: {target.problem}"
@@ -185,6 +232,7 @@ async def _authorize(
             "a token is required: send it as the Basic password or as a Bearer token",
             challenge=True,
         )
+    request[TOKEN_ID] = hashlib.sha256(token.encode()).hexdigest()[:12]
     try:
         request[IDENTITY] = await config.authenticator.authorize(
             token,

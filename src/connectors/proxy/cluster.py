@@ -16,7 +16,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from connectors.auth.kubeauth import KubeAuthenticator
+from connectors.auth import kubeauth
 from connectors.classes.builtin import builtin_classes
 from connectors.kube.client import KubeClient
 from connectors.kube.config import ClusterConfig
@@ -36,6 +36,7 @@ class ClusterProxyOptions:
     metrics_port: int = 9090
     cluster_domain: str = "cluster.local"
     decision_ttl_seconds: float = 10.0
+    authorization: kubeauth.AuthorizationMode = "namespace"
     forward: forwarding.ForwardSettings = forwarding.ForwardSettings()
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
@@ -64,7 +65,9 @@ async def run(config: ClusterConfig, options: ClusterProxyOptions, stop: asyncio
     async with KubeClient(config) as kube:
         store = KubeStore(kube, base_classes=builtin_classes())
         await store.start()
-        authenticator = KubeAuthenticator(kube, ttl_seconds=options.decision_ttl_seconds)
+        authenticator = kubeauth.KubeAuthenticator(
+            kube, ttl_seconds=options.decision_ttl_seconds, mode=options.authorization
+        )
         metrics = ProxyMetrics(lambda: (authenticator.cache.hits, authenticator.cache.misses))
         settings = proxy_app.ProxyConfig(
             store=store,

@@ -1,49 +1,86 @@
 """Forward one authorized request to the registry and relay the answer.
 
 Bodies stream both ways without being held whole, except index pages, which are read
-(bounded) so their links can be rewritten. The client's Authorization never goes upstream;
-the connector's credentials go only to the connector's own host. Cookies the registry sets
-are dropped: a registry session cookie is a credential too.
+(bounded by their decoded size and by the tenant's byte budget) so their links can be
+rewritten, and small files, sent in one write. Headers pass by allowlist in both
+directions: the registry sees what a package client needs plus what the proxy sets (the
+connector's credentials, only on the connector's own host), and the client sees what it
+needs back, never the registry's cookies or authentication challenges.
+
+Every way the registry can fail maps to one response in `_FAILURES`: the registry's
+failures are 502 or 504 naming the connector, never a 500.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import logging
-import zlib
+from collections.abc import Iterator
 
 import aiohttp
 import yarl
 from aiohttp import web
 
+from connectors.api.errors import Overloaded, RegistryDataError
 from connectors.proxy import splice
+from connectors.proxy.decoding import BoundedDecoder
+from connectors.proxy.fairness import ByteBudget, FairnessSettings, Holding, Shares
 from connectors.proxy.links import Upstream
 from connectors.proxy.rewritecache import RewriteCache
 from connectors.proxy.targets import Target
 
 log = logging.getLogger(__name__)
 
-HOP_BY_HOP = frozenset(
+# End-to-end request headers a package client (pip, uv, twine, poetry...) needs the
+# registry to see. Everything else (the client's Authorization and cookies, hop-by-hop
+# headers, method overrides, forwarding claims) stays at the proxy.
+REQUEST_HEADERS = frozenset(
     {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "trailers",
-        "transfer-encoding",
-        "upgrade",
+        "accept",
+        "accept-language",
+        "cache-control",
+        "content-type",
+        "if-match",
+        "if-modified-since",
+        "if-none-match",
+        "if-range",
+        "if-unmodified-since",
+        "pragma",
+        "range",
+        "user-agent",
     }
 )
-_REQUEST_DROPPED = HOP_BY_HOP | {"host", "authorization", "cookie", "accept-encoding", "expect"}
-_RESPONSE_DROPPED = HOP_BY_HOP | {"set-cookie", "content-length", "www-authenticate"}
+# What a client needs back from the registry. Content-Length is the proxy's own.
+RESPONSE_HEADERS = frozenset(
+    {
+        "accept-ranges",
+        "age",
+        "cache-control",
+        "content-disposition",
+        "content-encoding",
+        "content-language",
+        "content-range",
+        "content-type",
+        "date",
+        "etag",
+        "expires",
+        "last-modified",
+        "location",
+        "retry-after",
+        "vary",
+        "x-pypi-last-serial",
+    }
+)
 
-# Set on the request when the registry failed: connect, timeout, protocol, truncated, refused.
+# Set on the request when the registry failed: connect, timeout, protocol, truncated,
+# refused, malformed, busy.
 UPSTREAM_ERROR = "connectors.upstream_error"
 # Body bytes that went to the client by splice(2), outside aiohttp's own count.
 SPLICED_BYTES = "connectors.spliced_bytes"
+# Seconds between two yields to the event loop while a large page is decoded or rewritten.
+_SLICE_SECONDS = 0.002
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,26 +90,38 @@ class Resources:
     session: aiohttp.ClientSession
     rewrites: RewriteCache
     relays: splice.Relays | None
+    shares: Shares
+    budget: ByteBudget
 
 
 @dataclasses.dataclass(frozen=True)
 class ForwardSettings:
     connect_timeout_seconds: float = 10.0
-    read_timeout_seconds: float = 300.0
+    # From sending a body-less request until the registry's response headers.
+    first_byte_timeout_seconds: float = 60.0
+    # The longest silence while a response (or, for uploads, its headers) is awaited.
+    idle_timeout_seconds: float = 60.0
     max_index_bytes: int = 64 * 1024 * 1024
     chunk_bytes: int = 1024 * 1024
     # Bodies up to this size are read whole and sent with the headers in one write:
     # metadata files and small wheels cost more to stream than to hold.
     whole_body_bytes: int = 256 * 1024
+    fairness: FairnessSettings = FairnessSettings()
 
 
-def error_response(status: int, message: str, *, challenge: bool = False) -> web.Response:
-    headers = {"WWW-Authenticate": 'Basic realm="connectors"'} if challenge else None
-    return web.Response(status=status, text=message + "\n", headers=headers)
+def error_response(
+    status: int, message: str, *, challenge: bool = False, retry_after: int | None = None
+) -> web.Response:
+    headers: dict[str, str] = {}
+    if challenge:
+        headers["WWW-Authenticate"] = 'Basic realm="connectors"'
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
+    return web.Response(status=status, text=message + "\n", headers=headers or None)
 
 
 def _request_headers(request: web.Request, target: Target, destination: Upstream) -> dict[str, str]:
-    headers = {k: v for k, v in request.headers.items() if k.lower() not in _REQUEST_DROPPED}
+    headers = {k: v for k, v in request.headers.items() if k.lower() in REQUEST_HEADERS}
     # Index pages must be readable to be rewritten; files are not compressed in transit
     # by registries anyway, so asking for identity costs nothing.
     headers["Accept-Encoding"] = "identity"
@@ -87,14 +136,80 @@ def _response_headers(
     headers: dict[str, str] = {}
     for key, value in upstream.headers.items():
         lower = key.lower()
-        if lower in _RESPONSE_DROPPED:
+        if lower not in RESPONSE_HEADERS:
             continue
         if lower == "location":
-            absolute = str(upstream.url.join(yarl.URL(value)))
+            try:
+                absolute = str(upstream.url.join(yarl.URL(value)))
+            except ValueError as exc:
+                raise RegistryDataError("the registry redirected to an unreadable URL") from exc
             headers[key] = target.link_map.to_client(absolute, client_base) or value
         else:
             headers[key] = value
     return headers
+
+
+@dataclasses.dataclass(frozen=True)
+class _Failure:
+    kind: str  # the UPSTREAM_ERROR value and the metric's label
+    status: int
+    message: str  # formatted with where (namespace/name), origin, error, timeouts
+
+
+# The first row whose exception type matches decides: order matters (aiohttp's timeouts
+# are ClientErrors too).
+_FAILURES: tuple[tuple[type[BaseException], _Failure], ...] = (
+    (Overloaded, _Failure("busy", 503, "{error}")),
+    (
+        RegistryDataError,
+        _Failure("malformed", 502, "the registry of connector {where} sent {error}"),
+    ),
+    (
+        aiohttp.ClientConnectorError,
+        _Failure(
+            "connect",
+            502,
+            "cannot reach the registry of connector {where} at {origin}: connection failed",
+        ),
+    ),
+    (
+        TimeoutError,
+        _Failure(
+            "timeout",
+            504,
+            "the registry of connector {where} did not answer in time "
+            "(connect {connect:g}s, first byte {first_byte:g}s, silence {idle:g}s)",
+        ),
+    ),
+    (
+        aiohttp.ClientError,
+        _Failure("protocol", 502, "the registry of connector {where} failed: {kind}"),
+    ),
+)
+
+
+def _failure_response(
+    request: web.Request,
+    exc: BaseException,
+    target: Target,
+    destination: Upstream,
+    settings: ForwardSettings,
+) -> web.Response:
+    failure = next(f for kind, f in _FAILURES if isinstance(exc, kind))
+    where = f"{target.connector.namespace}/{target.connector.name}"
+    request[UPSTREAM_ERROR] = failure.kind
+    message = failure.message.format(
+        where=where,
+        origin=_origin(destination.url),
+        error=str(exc).removeprefix("the registry's ").removeprefix("the "),
+        kind=exc.__class__.__name__,
+        connect=settings.connect_timeout_seconds,
+        first_byte=settings.first_byte_timeout_seconds,
+        idle=settings.idle_timeout_seconds,
+    )
+    if failure.status != 503:
+        log.warning("connector %s: %s (%s)", where, failure.kind, exc.__class__.__name__)
+    return error_response(failure.status, message, retry_after=1 if failure.status == 503 else None)
 
 
 async def forward(
@@ -106,17 +221,41 @@ async def forward(
     resources: Resources,
     settings: ForwardSettings,
 ) -> web.StreamResponse:
-    session, cache = resources.session, resources.rewrites
+    connector = target.connector
+    try:
+        async with resources.shares.slot(connector.namespace, connector.name):
+            return await _exchange(
+                request,
+                target=target,
+                destination=destination,
+                client_base=client_base,
+                resources=resources,
+                settings=settings,
+            )
+    except tuple(kind for kind, _ in _FAILURES) as exc:
+        return _failure_response(request, exc, target, destination, settings)
+
+
+async def _exchange(
+    request: web.Request,
+    *,
+    target: Target,
+    destination: Upstream,
+    client_base: str,
+    resources: Resources,
+    settings: ForwardSettings,
+) -> web.StreamResponse:
     timeout = aiohttp.ClientTimeout(
         total=None,
         connect=settings.connect_timeout_seconds,
         sock_connect=settings.connect_timeout_seconds,
-        sock_read=settings.read_timeout_seconds,
+        sock_read=settings.idle_timeout_seconds,
     )
     body = request.content if request.body_exists else None
-    where = f"{target.connector.namespace}/{target.connector.name}"
-    try:
-        async with session.request(
+    # An upload's headers come only after the client's whole body: the silence timeout
+    # bounds the wait after it, as the first-byte timeout does for everything else.
+    async with asyncio.timeout(settings.first_byte_timeout_seconds if body is None else None):
+        upstream = await resources.session.request(
             request.method,
             yarl.URL(destination.url, encoded=True),
             headers=_request_headers(request, target, destination),
@@ -124,95 +263,130 @@ async def forward(
             allow_redirects=False,
             timeout=timeout,
             ssl=target.tls if destination.url.startswith("https:") else True,
-        ) as upstream:
-            if upstream.status == 401 and destination.own_host:
-                request[UPSTREAM_ERROR] = "refused"
-                return error_response(
-                    502,
-                    f"the registry of connector {where} refused the connector's "
-                    "credentials; its AuthReady condition says more",
-                )
-            headers = _response_headers(upstream, target, client_base)
-            if (
-                request.method == "GET"
-                and upstream.status == 200
-                and target.protocol.is_rewritable(upstream.content_type)
-            ):
-                return await _rewritten(
-                    upstream, headers, target, client_base, settings=settings, cache=cache
-                )
-            if _small(request, upstream, settings):
-                return await _whole(request, upstream, headers)
-            return await _streamed(request, upstream, headers, settings, resources.relays)
-    except aiohttp.ClientConnectorError as exc:
-        request[UPSTREAM_ERROR] = "connect"
-        log.warning(
-            "connector %s: cannot reach %s: %s",
-            where,
-            _origin(destination.url),
-            exc.os_error.__class__.__name__,
         )
+    try:
+        return await _relay(
+            request,
+            upstream,
+            target=target,
+            destination=destination,
+            client_base=client_base,
+            resources=resources,
+            settings=settings,
+        )
+    finally:
+        upstream.release()
+
+
+async def _relay(
+    request: web.Request,
+    upstream: aiohttp.ClientResponse,
+    *,
+    target: Target,
+    destination: Upstream,
+    client_base: str,
+    resources: Resources,
+    settings: ForwardSettings,
+) -> web.StreamResponse:
+    if upstream.status == 401 and destination.own_host:
+        request[UPSTREAM_ERROR] = "refused"
+        where = f"{target.connector.namespace}/{target.connector.name}"
         return error_response(
             502,
-            f"cannot reach the registry of connector {where} at "
-            f"{_origin(destination.url)}: connection failed",
+            f"the registry of connector {where} refused the connector's "
+            "credentials; its AuthReady condition says more",
         )
-    except TimeoutError:
-        request[UPSTREAM_ERROR] = "timeout"
-        return error_response(
-            504,
-            f"the registry of connector {where} did not answer within "
-            f"{settings.read_timeout_seconds:g}s",
+    headers = _response_headers(upstream, target, client_base)
+    if (
+        request.method == "GET"
+        and upstream.status == 200
+        and target.protocol.is_rewritable(upstream.content_type)
+    ):
+        return await _rewritten(
+            upstream,
+            headers,
+            target=target,
+            client_base=client_base,
+            resources=resources,
+            settings=settings,
         )
-    except aiohttp.ClientError as exc:
-        request[UPSTREAM_ERROR] = "protocol"
-        log.warning("connector %s: upstream failed: %s", where, exc.__class__.__name__)
-        return error_response(
-            502, f"the registry of connector {where} failed: {exc.__class__.__name__}"
-        )
+    if _small(request, upstream, settings):
+        with resources.budget.holding(target.connector.namespace) as held:
+            if held.try_take(upstream.content_length or 0):
+                return await _whole(request, upstream, headers)
+    return await _streamed(request, upstream, headers, settings, resources.relays)
+
+
+class _Slicer:
+    """Yields to the event loop once a slice of time has gone into one request's work."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.since = self.loop.time()
+
+    async def pause(self) -> None:
+        if self.loop.time() - self.since >= _SLICE_SECONDS:
+            await asyncio.sleep(0)
+            self.since = self.loop.time()
 
 
 async def _rewritten(
     upstream: aiohttp.ClientResponse,
     headers: dict[str, str],
+    *,
     target: Target,
     client_base: str,
-    *,
+    resources: Resources,
     settings: ForwardSettings,
-    cache: RewriteCache,
 ) -> web.Response:
-    raw = bytearray()
-    async for chunk in upstream.content.iter_any():
-        raw += chunk
-        if len(raw) > settings.max_index_bytes:
-            return error_response(
-                502, f"the registry's index page is larger than {settings.max_index_bytes} bytes"
-            )
-    data = _decoded(bytes(raw), headers)
-    page_url = str(upstream.url)
-    key = cache.key(target.link_map, page_url, client_base, upstream.content_type, data)
-    rewritten = cache.get(key)
-    if rewritten is None:
-        rewritten = target.protocol.rewrite(
-            data,
-            upstream.content_type,
-            page_url,
-            lambda url: target.link_map.to_client(url, client_base),
+    encoding = next((headers.pop(k) for k in list(headers) if k.lower() == "content-encoding"), "")
+    decoder = BoundedDecoder(encoding, settings.max_index_bytes)
+    slicer = _Slicer()
+    with resources.budget.holding(target.connector.namespace) as held:
+        page = bytearray()
+        digest = hashlib.blake2b(digest_size=16)
+        async for chunk in upstream.content.iter_any():
+            for piece in decoder.feed(chunk):
+                await _append(page, piece, digest, held, slicer)
+        for piece in decoder.finish():
+            await _append(page, piece, digest, held, slicer)
+        page_url = str(upstream.url)
+        cache = resources.rewrites
+        key = cache.key(
+            target.link_map, page_url, client_base, upstream.content_type, digest.digest()
         )
-        cache.put(key, rewritten)
+        rewritten = cache.get(key)
+        if rewritten is None:
+            rewritten = await _joined(
+                target.protocol.rewrite(
+                    bytes(page),
+                    upstream.content_type,
+                    page_url,
+                    lambda url: target.link_map.to_client(url, client_base),
+                ),
+                slicer,
+            )
+            cache.put(key, rewritten)
     return web.Response(
         status=upstream.status, reason=upstream.reason, body=rewritten, headers=headers
     )
 
 
-def _decoded(data: bytes, headers: dict[str, str]) -> bytes:
-    """Undo a content encoding the registry applied despite being asked for identity."""
-    for key in list(headers):
-        if key.lower() == "content-encoding":
-            encoding = headers.pop(key).lower()
-            if encoding in ("gzip", "deflate"):
-                return zlib.decompress(data, zlib.MAX_WBITS | 32)
-    return data
+async def _append(
+    page: bytearray, piece: bytes, digest: hashlib.blake2b, held: Holding, slicer: _Slicer
+) -> None:
+    held.take(2 * len(piece))  # the page, and its rewrite to come
+    page += piece
+    digest.update(piece)
+    await slicer.pause()
+
+
+async def _joined(pieces: Iterator[bytes], slicer: _Slicer) -> bytes:
+    out = bytearray()
+    for piece in pieces:
+        out += piece
+        await slicer.pause()
+    return bytes(out)
 
 
 def _small(
@@ -298,7 +472,7 @@ async def _spliced(
         await response.write(buffered)
     # Keep the bytes in order on the wire: nothing may still wait in the transport's buffer.
     # A client that stops reading meanwhile gets the same timeout as a silent registry.
-    deadline = asyncio.get_running_loop().time() + settings.read_timeout_seconds
+    deadline = asyncio.get_running_loop().time() + settings.idle_timeout_seconds
     while client.get_write_buffer_size():
         if asyncio.get_running_loop().time() > deadline:
             source.close()  # the duplicates; the relay would have closed them
@@ -310,7 +484,7 @@ async def _spliced(
     client.pause_reading()
     remaining = (upstream.content_length or 0) - len(buffered)
     try:
-        await relays.relay(source, sink, remaining, settings.read_timeout_seconds)
+        await relays.relay(source, sink, remaining, settings.idle_timeout_seconds)
     except splice.RelayBroken as exc:
         request[UPSTREAM_ERROR] = "truncated"
         log.warning("relaying a body failed (%s); closing the client connection", exc)

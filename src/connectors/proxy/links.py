@@ -3,8 +3,11 @@
 The client sees one tree under the proxy base (`<scheme>://<host><base_path>`):
 - `/_ext/<name>/...`  an upstream host from spec.addressExtensions (e.g. a CDN for files);
   credentials are never sent there;
-- `/_origin/...`      the connector's own host outside its address prefix (a registry that
-  links to files elsewhere on the same host);
+- `/_origin/<seal>/...` the connector's own host outside its address prefix (a registry
+  that links to files elsewhere on the same host). Credentials go there, so only paths an
+  index page of this connector linked to are reachable: the proxy seals each such link
+  with an HMAC of the path (keyed per connector, from its credentials, so every replica
+  derives the same key and a rotated Secret retires old seals) and refuses any other;
 - any other path      under spec.address, after the class's path aliases (pypi maps
   `/simple/` to the registry's simplePath).
 Upstream URLs outside all of these map to nothing and are left for the client to fetch
@@ -13,11 +16,22 @@ itself: the proxy never forwards to a host the connector does not name.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import hashlib
+import hmac
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 EXT_PREFIX = "/_ext/"
 ORIGIN_PREFIX = "/_origin/"
+_SEAL_BYTES = 16
+
+
+def origin_key(namespace: str, name: str, credentials: str) -> bytes:
+    """The key that seals a connector's origin links; `credentials` is what the proxy
+    sends upstream (empty for an anonymous registry)."""
+    material = "\0".join(("connectors origin links v1", namespace, name, credentials))
+    return hashlib.sha256(material.encode()).digest()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +51,7 @@ class LinkMap:
     address: str
     extensions: tuple[tuple[str, str], ...] = ()
     aliases: tuple[tuple[str, str], ...] = ()  # (client segment, upstream segment)
+    origin_key: bytes = dataclasses.field(default=b"", repr=False)
 
     @property
     def _address(self) -> SplitResult:
@@ -52,8 +67,11 @@ class LinkMap:
             return Upstream(_join(target, "/" + tail, query), own_host=False)
         address = self._address
         if rest.startswith(ORIGIN_PREFIX):
+            seal, _, tail = rest[len(ORIGIN_PREFIX) :].partition("/")
+            if not hmac.compare_digest(seal, self._seal("/" + tail)):
+                return None
             origin = urlunsplit((address.scheme, address.netloc, "", "", ""))
-            return Upstream(_join(origin, rest[len(ORIGIN_PREFIX) - 1 :], query), own_host=True)
+            return Upstream(_join(origin, "/" + tail, query), own_host=True)
         return Upstream(_join(self.address, self._alias_out(rest), query), own_host=True)
 
     def to_client(self, upstream_url: str, client_base: str) -> str | None:
@@ -66,7 +84,7 @@ class LinkMap:
             if parts.path == prefix or parts.path.startswith(prefix + "/"):
                 rest = parts.path[len(prefix) :] or "/"
                 return client_base + self._alias_in(rest) + suffix
-            return client_base + ORIGIN_PREFIX.rstrip("/") + parts.path + suffix
+            return client_base + ORIGIN_PREFIX + self._seal(parts.path) + parts.path + suffix
         for name, target in self.extensions:
             ext = urlsplit(target.rstrip("/"))
             if _origin(parts) == _origin(ext) and (
@@ -75,6 +93,10 @@ class LinkMap:
                 rest = parts.path[len(ext.path) :] or "/"
                 return client_base + EXT_PREFIX + name + rest + suffix
         return None
+
+    def _seal(self, path: str) -> str:
+        mac = hmac.new(self.origin_key, path.encode(), hashlib.sha256).digest()[:_SEAL_BYTES]
+        return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
 
     def _alias_out(self, rest: str) -> str:
         for client, upstream in self.aliases:

@@ -9,7 +9,6 @@ first once the cache holds `max_bytes`.
 
 from __future__ import annotations
 
-import hashlib
 from collections import OrderedDict
 from collections.abc import Hashable
 
@@ -26,10 +25,11 @@ class RewriteCache:
 
     @staticmethod
     def key(
-        link_map: Hashable, page_url: str, client_base: str, content_type: str, body: bytes
+        link_map: Hashable, page_url: str, client_base: str, content_type: str, digest: bytes
     ) -> Key:
-        """`link_map` is the connector's (frozen, so equal maps rewrite equally)."""
-        digest = hashlib.blake2b(body, digest_size=16).digest()
+        """`link_map` is the connector's (frozen, so equal maps rewrite equally); `digest`
+        is a collision-resistant digest of the registry's decoded body (the caller hashes
+        it while reading, in slices)."""
         return (link_map, page_url, client_base, content_type, digest)
 
     def get(self, key: Key) -> bytes | None:

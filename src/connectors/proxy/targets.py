@@ -12,7 +12,7 @@ import ssl
 
 from connectors.api.resources import Connector
 from connectors.classes import protocols
-from connectors.proxy.links import LinkMap
+from connectors.proxy import links
 from connectors.reconcile import upstream
 from connectors.rendering import render
 from connectors.store.base import Snapshot, Store
@@ -21,7 +21,7 @@ from connectors.store.base import Snapshot, Store
 @dataclasses.dataclass(frozen=True)
 class Target:
     connector: Connector
-    link_map: LinkMap
+    link_map: links.LinkMap
     protocol: protocols.ProxyProtocol
     credentials: upstream.BasicCredentials | None
     problem: str | None  # why the connector cannot be served now (no usable Secret...)
@@ -50,10 +50,15 @@ def build_target(connector: Connector, snapshot: Snapshot) -> Target:
     ca = upstream.ca_bundle_for(connector, snapshot)
     if isinstance(ca, upstream.CredentialsProblem):
         problem = problem or ca.message
-    link_map = LinkMap(
+    link_map = links.LinkMap(
         address=connector.spec.address,
         extensions=tuple((e.name, e.value) for e in connector.spec.address_extensions),
         aliases=protocol.path_aliases(params),
+        origin_key=links.origin_key(
+            connector.namespace,
+            connector.name,
+            credentials.authorization() if credentials is not None else "",
+        ),
     )
     return Target(
         connector=connector,
