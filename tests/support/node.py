@@ -338,16 +338,38 @@ class Node:
 
     def _drain(self) -> None:
         """Delete every workload and Pod and let kubelet tear them down properly, which
-        releases their network namespaces, mounts and CSI volumes."""
+        releases their network namespaces, mounts and CSI volumes: first the Pods that no
+        DaemonSet runs, while node plugins (the CSI driver) can still unmount their
+        volumes, then the rest."""
         kubectl = self.cluster.kubectl
-        kubectl("delete", "daemonsets,deployments,statefulsets,replicasets,jobs", "--all",
-                "--all-namespaces", "--wait=false", check=False)  # fmt: skip
+        kubectl("delete", "deployments,statefulsets,replicasets,jobs", "--all", "--all-namespaces",
+                "--wait=false", check=False)  # fmt: skip
+        for pod in self._pods_not_of_daemonsets():
+            namespace, name = pod.split("/", 1)
+            kubectl("delete", "pod", name, "-n", namespace, "--grace-period=1", "--wait=false",
+                    check=False)  # fmt: skip
+        try:
+            eventually(lambda: not self._pods_not_of_daemonsets(), 60, "workload Pods gone")
+        except AssertionError as exc:
+            print(f"node teardown: {exc}; going on", file=sys.stderr)
+        kubectl("delete", "daemonsets", "--all", "--all-namespaces", "--wait=false", check=False)
         kubectl("delete", "pods", "--all", "--all-namespaces", "--grace-period=1",
                 "--wait=false", check=False)  # fmt: skip
         try:
-            eventually(self._no_pods_left, 90, "every Pod gone from the node")
+            eventually(self._no_pods_left, 60, "every Pod gone from the node")
         except AssertionError as exc:
             print(f"node teardown: {exc}; forcing", file=sys.stderr)
+
+    def _pods_not_of_daemonsets(self) -> list[str]:
+        found = self.cluster.kubectl("get", "pods", "-A", "-o", "json", check=False)
+        if found.returncode:
+            return []
+        return [
+            f"{pod['metadata']['namespace']}/{pod['metadata']['name']}"
+            for pod in json.loads(found.stdout)["items"]
+            if not any(o.get("kind") == "DaemonSet"
+                       for o in pod["metadata"].get("ownerReferences", []))
+        ]  # fmt: skip
 
     def _no_pods_left(self) -> bool:
         pods = self.cluster.kubectl("get", "pods", "-A", "-o", "name", check=False).stdout

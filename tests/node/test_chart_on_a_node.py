@@ -1,0 +1,88 @@
+"""The chart as shipped, installed with Helm on a real node: every component runs from the
+image built by the Dockerfile's recipe, with the chart's own ServiceAccounts, RBAC, probes
+and security settings."""
+
+from __future__ import annotations
+
+from tests.node.conftest import RELEASE_NS, lease_holder, pods, run_pod
+from tests.support import images
+from tests.support.node import Node
+
+
+def ready(pod: dict[str, object]) -> bool:
+    conditions = pod["status"].get("conditions") or []  # type: ignore[index, union-attr]
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
+def test_operator_replicas_run_with_exactly_one_leader(chart: Node):
+    replicas = pods(chart, RELEASE_NS, "app.kubernetes.io/name=connectors-operator")
+    assert len(replicas) == 2 and all(ready(p) for p in replicas)
+    holder = lease_holder(chart)
+    leaders = [p for p in replicas if holder.startswith(p["metadata"]["name"])]  # type: ignore[index]
+    assert len(leaders) == 1, f"lease held by {holder!r}"
+    logs = [
+        chart.cluster.kubectl("logs", "-n", RELEASE_NS, p["metadata"]["name"]).stdout  # type: ignore[index]
+        for p in replicas
+    ]
+    assert sum("leading as" in log for log in logs) == 1
+
+
+def test_proxy_replicas_answer_behind_their_service(chart: Node):
+    replicas = pods(chart, RELEASE_NS, "app.kubernetes.io/name=connectors-proxy")
+    assert len(replicas) == 2 and all(ready(p) for p in replicas)
+    slices = chart.cluster.kubectl_json(
+        "get", "endpointslices", "-n", RELEASE_NS, "-l",
+        "kubernetes.io/service-name=connectors-proxy",
+    )  # fmt: skip
+    addresses = {
+        a
+        for s in slices["items"]
+        for e in s["endpoints"]
+        for a in e["addresses"]  # type: ignore[union-attr, index, attr-defined]
+    }
+    assert addresses == {p["status"]["podIP"] for p in replicas}  # type: ignore[index]
+    service = chart.cluster.kubectl_json("get", "service", "connectors-proxy", "-n", RELEASE_NS)
+    cluster_ip = service["spec"]["clusterIP"]  # type: ignore[index]
+    # From a Pod, by the Service's DNS name: the proxy's readiness answer.
+    probe = run_pod(
+        chart, "proxy-probe",
+        "import urllib.request as u; print(u.urlopen("
+        "'http://connectors-proxy.connectors-system.svc.cluster.local/readyz', timeout=5).status)",
+    )  # fmt: skip
+    assert probe.strip().endswith("200"), probe
+    assert cluster_ip
+
+
+def test_components_run_as_the_dockerfile_user_from_the_project_image(chart: Node):
+    recipe_user = images.dockerfile_recipe((images.ROOT / "Dockerfile").read_text()).config.user
+    for component in ("connectors-operator", "connectors-proxy"):
+        pod = pods(chart, RELEASE_NS, f"app.kubernetes.io/name={component}")[0]
+        name = pod["metadata"]["name"]  # type: ignore[index]
+        assert pod["spec"]["containers"][0]["image"] == chart.project_image  # type: ignore[index]
+        uid = chart.cluster.kubectl(
+            "exec",
+            "-n",
+            RELEASE_NS,
+            str(name),
+            "--",
+            "python3",
+            "-c",
+            "import os; print(os.getuid())",
+        ).stdout.strip()
+        assert f"{uid}:{uid}" == recipe_user
+
+
+def test_the_csi_driver_is_registered_with_kubelet(chart: Node):
+    csinode = chart.cluster.kubectl_json("get", "csinode", chart.access.name)
+    assert [d["name"] for d in csinode["spec"]["drivers"]] == ["connectors-csi"]  # type: ignore[index]
+    plugin = pods(chart, RELEASE_NS, "app.kubernetes.io/name=connectors-csi")
+    assert len(plugin) == 1 and ready(plugin[0])
+    logs = chart.cluster.kubectl(
+        "logs",
+        "-n",
+        RELEASE_NS,
+        plugin[0]["metadata"]["name"],
+        "-c",
+        "node-driver-registrar",  # type: ignore[index]
+    ).stdout
+    assert "registered=true" in logs
