@@ -28,9 +28,10 @@ RELEASE_NS = "connectors-system"
 COMPONENTS = ("connectors-operator", "connectors-proxy", "connectors-csi")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def kube_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
-    """A control plane and one real node, for the whole session."""
+    """A control plane and one real node, for the node tests (torn down after them, so
+    the rest of the run shares the machine with nothing of it)."""
     missing = testcluster.missing_reason() or node_support.missing_reason()
     require(missing is None, missing or "")
     with node_support.running(tmp_path_factory.mktemp("node")) as node:
@@ -54,7 +55,7 @@ def chart_values(node: Node) -> list[str]:
     ]  # fmt: skip
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def chart(kube_node: Node) -> Iterator[Node]:
     """The chart installed as docs/install.md says, every component up and answering."""
     result = helm(
@@ -141,7 +142,7 @@ def pypiserver_on(host: str, workdir: Path) -> Iterator[NodeRegistry]:
             process.wait()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def node_registry(
     kube_node: Node, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[NodeRegistry]:
