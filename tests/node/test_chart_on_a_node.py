@@ -4,9 +4,14 @@ and security settings."""
 
 from __future__ import annotations
 
+import pytest
+
 from tests.node.conftest import RELEASE_NS, lease_holder, pods, run_pod
 from tests.support import images
 from tests.support.node import Node
+
+# The first test also pays for the node's start (images built cold: a few minutes).
+pytestmark = pytest.mark.timeout(600)
 
 
 def ready(pod: dict[str, object]) -> bool:

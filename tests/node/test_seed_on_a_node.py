@@ -35,6 +35,9 @@ USERNAME = f"{NS}-pypi-connector"
 JWT = r"eyJ[A-Za-z0-9_-]+\.eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+"
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
+# The first test also pays for the node's start (images built cold: a few minutes).
+pytestmark = pytest.mark.timeout(600)
+
 
 @dataclass
 class Story:
