@@ -25,7 +25,7 @@ from connectors.auth import kubeauth, tokens
 from connectors.kube import client as kube_client
 from connectors.kube import config as kube_config
 from connectors.kube import install
-from connectors.proxy import cluster, forwarding
+from connectors.proxy import cluster, forwarding, serving
 from connectors.standalone import commands, demo, server, state
 
 
@@ -71,6 +71,36 @@ def _add_upstream_timeout(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         help="shorthand: sets both the first-byte and the idle timeout",
+    )
+
+
+def _add_client_limits(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--client-idle-timeout",
+        type=float,
+        default=serving.ClientLimits.idle_timeout_seconds,
+        help="seconds a client connection may stay idle, or take to send a request's "
+        "headers, before it is closed (default %(default)g)",
+    )
+    parser.add_argument(
+        "--max-client-connections",
+        type=int,
+        default=None,
+        help="client connections held at once; at the limit the oldest idle one is closed "
+        "(default: half of what the file-descriptor limit leaves)",
+    )
+
+
+def _client_limits(args: argparse.Namespace) -> serving.ClientLimits:
+    if args.client_idle_timeout <= 0:
+        raise ConnectorsError("--client-idle-timeout must be positive")
+    if args.max_client_connections is None:
+        return serving.ClientLimits(idle_timeout_seconds=args.client_idle_timeout)
+    if args.max_client_connections < 1:
+        raise ConnectorsError("--max-client-connections must be at least 1")
+    return serving.ClientLimits(
+        idle_timeout_seconds=args.client_idle_timeout,
+        max_connections=args.max_client_connections,
     )
 
 
@@ -122,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--advertise-url", default=None, help="base URL clients use (default http://HOST:PORT)"
     )
     _add_upstream_timeout(serve)
+    _add_client_limits(serve)
     serve.add_argument(
         "--metrics-listen",
         default=None,
@@ -208,6 +239,7 @@ def _add_cluster_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
     prx.add_argument("--metrics-listen", default="0.0.0.0:9090", help="HOST:PORT for /metrics")
     prx.add_argument("--cluster-domain", default="cluster.local")
     _add_upstream_timeout(prx)
+    _add_client_limits(prx)
     prx.add_argument("--tls-cert-file", type=Path, default=None, help="serve clients over TLS")
     prx.add_argument("--tls-key-file", type=Path, default=None)
     prx.add_argument(
@@ -361,6 +393,7 @@ def _proxy(args: argparse.Namespace) -> int:
         decision_ttl_seconds=args.decision_ttl,
         authorization=args.authorization,
         forward=_forward_settings(args),
+        clients=_client_limits(args),
         tls_cert_file=args.tls_cert_file,
         tls_key_file=args.tls_key_file,
     )
@@ -432,6 +465,7 @@ def _serve(args: argparse.Namespace) -> int:
         advertise_url=args.advertise_url,
         reconcile_interval_seconds=args.reconcile_interval,
         forward=_forward_settings(args),
+        clients=_client_limits(args),
         metrics_listen=_host_port(args.metrics_listen) if args.metrics_listen else None,
     )
     _run_fast(_until_signalled(lambda stop: _standalone(options, stop)))

@@ -73,10 +73,8 @@ TOKEN_ID = "connectors.token_id"
 
 
 def make_app(config: ProxyConfig, metrics: ProxyMetrics | None = None) -> web.Application:
-    app = web.Application(
-        handler_args={"max_field_size": 16 * 1024},
-        middlewares=[audit, refuse_unsafe_requests],
-    )
+    # Limits on request heads live with the server (serving.GuardedRunner).
+    app = web.Application(middlewares=[audit, refuse_unsafe_requests])
     app[CONFIG] = config
     app[METRICS] = metrics or ProxyMetrics()
     app[TARGETS] = TargetCache(config.store)
@@ -128,6 +126,9 @@ async def audit(request: web.Request, handler: Handler) -> web.StreamResponse:
             await response.prepare(request)
             await response.write_eof()
         return response
+    except ConnectionError:
+        response = None  # the client went away before the answer was sent
+        raise
     except Exception:
         log.exception("request failed inside the proxy")
         response = forwarding.error_response(500, "internal error in the proxy")
@@ -137,13 +138,20 @@ async def audit(request: web.Request, handler: Handler) -> web.StreamResponse:
             _record(request, response, time.monotonic() - started)
 
 
+def _body_bytes_sent(request: web.Request, response: web.StreamResponse | None) -> int:
+    if isinstance(response, web.Response):
+        # Sent whole by `audit` before the line is written (or it raised, and there is
+        # no response here); HEAD answers carry no body.
+        body = response.body
+        return len(body) if isinstance(body, bytes) and request.method != "HEAD" else 0
+    return int(request.get(forwarding.STREAMED_BYTES, 0))
+
+
 def _record(request: web.Request, response: web.StreamResponse | None, duration: float) -> None:
     found: routing.Route = request[ROUTE]
     identity: tokens.Identity | None = request.get(IDENTITY)
-    status = response.status if response is not None else 499  # the client went away
-    sent = (response.body_length if response is not None else 0) + request.get(
-        forwarding.SPLICED_BYTES, 0
-    )
+    status = response.status if response is not None else 499  # nginx's "client closed"
+    sent = _body_bytes_sent(request, response)
     audit_log.info(
         json.dumps(
             {

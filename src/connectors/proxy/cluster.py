@@ -21,7 +21,7 @@ from connectors.classes.builtin import builtin_classes
 from connectors.kube.client import KubeClient
 from connectors.kube.config import ClusterConfig
 from connectors.proxy import app as proxy_app
-from connectors.proxy import forwarding, routing
+from connectors.proxy import forwarding, routing, serving
 from connectors.proxy.metrics import ProxyMetrics
 from connectors.store.kubestore import KubeStore
 
@@ -38,6 +38,7 @@ class ClusterProxyOptions:
     decision_ttl_seconds: float = 10.0
     authorization: kubeauth.AuthorizationMode = "namespace"
     forward: forwarding.ForwardSettings = forwarding.ForwardSettings()
+    clients: serving.ClientLimits = dataclasses.field(default_factory=serving.ClientLimits)
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
 
@@ -79,7 +80,7 @@ async def run(config: ClusterConfig, options: ClusterProxyOptions, stop: asyncio
             forward=options.forward,
         )
         runners = [
-            web.AppRunner(proxy_app.make_app(settings, metrics), access_log=None),
+            serving.GuardedRunner(proxy_app.make_app(settings, metrics), options.clients),
             web.AppRunner(metrics.app()),
         ]
         try:

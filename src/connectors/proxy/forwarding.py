@@ -77,8 +77,9 @@ RESPONSE_HEADERS = frozenset(
 # Set on the request when the registry failed: connect, timeout, protocol, truncated,
 # refused, malformed, busy.
 UPSTREAM_ERROR = "connectors.upstream_error"
-# Body bytes that went to the client by splice(2), outside aiohttp's own count.
-SPLICED_BYTES = "connectors.spliced_bytes"
+# Body bytes of a streamed response that reached the client (aiohttp's own count
+# includes the headers, and never sees what splice(2) moved).
+STREAMED_BYTES = "connectors.streamed_bytes"
 # Seconds between two yields to the event loop while a large page is decoded or rewritten.
 _SLICE_SECONDS = 0.002
 
@@ -470,6 +471,7 @@ async def _spliced(
     up_transport.pause_reading()
     if buffered:
         await response.write(buffered)
+        request[STREAMED_BYTES] = len(buffered)
     # Keep the bytes in order on the wire: nothing may still wait in the transport's buffer.
     # A client that stops reading meanwhile gets the same timeout as a silent registry.
     deadline = asyncio.get_running_loop().time() + settings.idle_timeout_seconds
@@ -492,7 +494,7 @@ async def _spliced(
         return response
     finally:
         upstream.close()  # its parser never saw the body: the connection cannot be reused
-    request[SPLICED_BYTES] = remaining
+    request[STREAMED_BYTES] = len(buffered) + remaining
     client.resume_reading()
     await response.write_eof()
     return response
@@ -507,6 +509,7 @@ async def _stream_rest(
     try:
         async for chunk in upstream.content.iter_chunked(settings.chunk_bytes):
             await response.write(chunk)
+            request[STREAMED_BYTES] = request.get(STREAMED_BYTES, 0) + len(chunk)
     except (aiohttp.ClientError, TimeoutError) as exc:
         # The body is cut short: close the connection so the client cannot mistake what
         # it got for the whole file.

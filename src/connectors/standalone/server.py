@@ -21,7 +21,7 @@ from connectors.auth.authenticator import LocalAuthenticator
 from connectors.auth.keys import KeyRing
 from connectors.classes.builtin import builtin_classes
 from connectors.proxy import app as proxy_app
-from connectors.proxy import forwarding, routing
+from connectors.proxy import forwarding, routing, serving
 from connectors.proxy.metrics import ProxyMetrics
 from connectors.reconcile.reconciler import ProxyInfo, ReconcileSettings, reconcile
 from connectors.standalone.state import StateDir
@@ -47,6 +47,7 @@ class ServeOptions:
     reload_interval_seconds: float = 1.0
     reconcile: ReconcileSettings = ReconcileSettings()
     forward: forwarding.ForwardSettings = forwarding.ForwardSettings()
+    clients: serving.ClientLimits = dataclasses.field(default_factory=serving.ClientLimits)
 
 
 def advertised_base(options: ServeOptions, port: int) -> str:
@@ -101,9 +102,9 @@ class StandaloneServer:
             is_ready=self._reconciled_once.is_set,
             forward=self.options.forward,
         )
-        self._runner = web.AppRunner(
-            proxy_app.make_app(config, self.metrics), access_log=None
-        )  # the audit line replaces the access log
+        self._runner = serving.GuardedRunner(
+            proxy_app.make_app(config, self.metrics), self.options.clients
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.options.host, self.options.port)
         await site.start()
