@@ -12,6 +12,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -69,9 +70,15 @@ def chart(kube_node: Node) -> Iterator[Node]:
     save_component_logs(kube_node)
 
 
+def get(node: Node, *args: str) -> dict[str, Any]:
+    """`kubectl get ... -o json`, parsed."""
+    found: dict[str, Any] = json.loads(node.cluster.kubectl("get", *args, "-o", "json").stdout)
+    return found
+
+
 def csi_registered(node: Node) -> bool:
-    csinode = node.cluster.kubectl_json("get", "csinode", node.access.name)
-    drivers = (csinode.get("spec") or {}).get("drivers") or []  # type: ignore[union-attr]
+    csinode = get(node, "csinode", node.access.name)
+    drivers = (csinode.get("spec") or {}).get("drivers") or []
     return any(d.get("name") == "connectors-csi" for d in drivers)
 
 
@@ -83,9 +90,9 @@ def lease_holder(node: Node) -> str:
     return lease.stdout.strip() if lease.returncode == 0 else ""
 
 
-def pods(node: Node, namespace: str, selector: str) -> list[dict[str, object]]:
-    found = node.cluster.kubectl_json("get", "pods", "-n", namespace, "-l", selector)
-    return list(found["items"])  # type: ignore[call-overload]
+def pods(node: Node, namespace: str, selector: str) -> list[dict[str, Any]]:
+    found = get(node, "pods", "-n", namespace, "-l", selector)
+    return list(found["items"])
 
 
 def save_component_logs(node: Node) -> None:
@@ -93,7 +100,7 @@ def save_component_logs(node: Node) -> None:
     for component in COMPONENTS:
         stem = component.removeprefix("connectors-")
         for pod in pods(node, RELEASE_NS, f"app.kubernetes.io/name={component}"):
-            name = pod["metadata"]["name"]  # type: ignore[index]
+            name = pod["metadata"]["name"]
             logs = node.cluster.kubectl(
                 "logs", "-n", RELEASE_NS, str(name), "--all-containers", "--prefix", check=False
             )  # fmt: skip
@@ -150,8 +157,8 @@ def node_registry(
         yield r
 
 
-def json_of(result: subprocess.CompletedProcess[str]) -> dict[str, object]:
-    loaded: dict[str, object] = json.loads(result.stdout)
+def json_of(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(result.stdout)
     return loaded
 
 

@@ -4,9 +4,11 @@ and security settings."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from tests.node.conftest import RELEASE_NS, lease_holder, pods, run_pod
+from tests.node.conftest import RELEASE_NS, get, lease_holder, pods, run_pod
 from tests.support import images
 from tests.support.node import Node
 
@@ -14,8 +16,8 @@ from tests.support.node import Node
 pytestmark = pytest.mark.timeout(600)
 
 
-def ready(pod: dict[str, object]) -> bool:
-    conditions = pod["status"].get("conditions") or []  # type: ignore[index, union-attr]
+def ready(pod: dict[str, Any]) -> bool:
+    conditions = pod["status"].get("conditions") or []
     return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
 
@@ -23,10 +25,10 @@ def test_operator_replicas_run_with_exactly_one_leader(chart: Node):
     replicas = pods(chart, RELEASE_NS, "app.kubernetes.io/name=connectors-operator")
     assert len(replicas) == 2 and all(ready(p) for p in replicas)
     holder = lease_holder(chart)
-    leaders = [p for p in replicas if holder.startswith(p["metadata"]["name"])]  # type: ignore[index]
+    leaders = [p for p in replicas if holder.startswith(p["metadata"]["name"])]
     assert len(leaders) == 1, f"lease held by {holder!r}"
     logs = [
-        chart.cluster.kubectl("logs", "-n", RELEASE_NS, p["metadata"]["name"]).stdout  # type: ignore[index]
+        chart.cluster.kubectl("logs", "-n", RELEASE_NS, p["metadata"]["name"]).stdout
         for p in replicas
     ]
     assert sum("leading as" in log for log in logs) == 1
@@ -35,19 +37,13 @@ def test_operator_replicas_run_with_exactly_one_leader(chart: Node):
 def test_proxy_replicas_answer_behind_their_service(chart: Node):
     replicas = pods(chart, RELEASE_NS, "app.kubernetes.io/name=connectors-proxy")
     assert len(replicas) == 2 and all(ready(p) for p in replicas)
-    slices = chart.cluster.kubectl_json(
-        "get", "endpointslices", "-n", RELEASE_NS, "-l",
+    slices = get(chart, "endpointslices", "-n", RELEASE_NS, "-l",
         "kubernetes.io/service-name=connectors-proxy",
     )  # fmt: skip
-    addresses = {
-        a
-        for s in slices["items"]
-        for e in s["endpoints"]
-        for a in e["addresses"]  # type: ignore[union-attr, index, attr-defined]
-    }
-    assert addresses == {p["status"]["podIP"] for p in replicas}  # type: ignore[index]
-    service = chart.cluster.kubectl_json("get", "service", "connectors-proxy", "-n", RELEASE_NS)
-    cluster_ip = service["spec"]["clusterIP"]  # type: ignore[index]
+    addresses = {a for s in slices["items"] for e in s["endpoints"] for a in e["addresses"]}
+    assert addresses == {p["status"]["podIP"] for p in replicas}
+    service = get(chart, "service", "connectors-proxy", "-n", RELEASE_NS)
+    cluster_ip = service["spec"]["clusterIP"]
     # From a Pod, by the Service's DNS name: the proxy's readiness answer.
     probe = run_pod(
         chart, "proxy-probe",
@@ -62,8 +58,8 @@ def test_components_run_as_the_dockerfile_user_from_the_project_image(chart: Nod
     recipe_user = images.dockerfile_recipe((images.ROOT / "Dockerfile").read_text()).config.user
     for component in ("connectors-operator", "connectors-proxy"):
         pod = pods(chart, RELEASE_NS, f"app.kubernetes.io/name={component}")[0]
-        name = pod["metadata"]["name"]  # type: ignore[index]
-        assert pod["spec"]["containers"][0]["image"] == chart.project_image  # type: ignore[index]
+        name = pod["metadata"]["name"]
+        assert pod["spec"]["containers"][0]["image"] == chart.project_image
         uid = chart.cluster.kubectl(
             "exec",
             "-n",
@@ -78,8 +74,8 @@ def test_components_run_as_the_dockerfile_user_from_the_project_image(chart: Nod
 
 
 def test_the_csi_driver_is_registered_with_kubelet(chart: Node):
-    csinode = chart.cluster.kubectl_json("get", "csinode", chart.access.name)
-    assert [d["name"] for d in csinode["spec"]["drivers"]] == ["connectors-csi"]  # type: ignore[index]
+    csinode = get(chart, "csinode", chart.access.name)
+    assert [d["name"] for d in csinode["spec"]["drivers"]] == ["connectors-csi"]
     plugin = pods(chart, RELEASE_NS, "app.kubernetes.io/name=connectors-csi")
     assert len(plugin) == 1 and ready(plugin[0])
     logs = chart.cluster.kubectl(
@@ -88,6 +84,6 @@ def test_the_csi_driver_is_registered_with_kubelet(chart: Node):
         RELEASE_NS,
         plugin[0]["metadata"]["name"],
         "-c",
-        "node-driver-registrar",  # type: ignore[index]
+        "node-driver-registrar",
     ).stdout
     assert "registered=true" in logs

@@ -10,10 +10,11 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
-from tests.node.conftest import RELEASE_NS, NodeRegistry, lease_holder, phase, pods
+from tests.node.conftest import RELEASE_NS, NodeRegistry, get, lease_holder, phase, pods
 from tests.support import leaks, wire
 from tests.support.node import Node
 from tests.support.waiting import eventually
@@ -88,8 +89,8 @@ def token_of(faults: Faults, pod: str) -> str:
 
 @pytest.fixture(scope="module")
 def faults(chart: Node, node_registry: NodeRegistry) -> Iterator[Faults]:
-    service = chart.cluster.kubectl_json("get", "service", "connectors-proxy", "-n", RELEASE_NS)
-    told = Faults(chart, str(service["spec"]["clusterIP"]))  # type: ignore[index]
+    service = get(chart, "service", "connectors-proxy", "-n", RELEASE_NS)
+    told = Faults(chart, str(service["spec"]["clusterIP"]))
     chart.cluster.kubectl("create", "namespace", NS)
     told.kubectl("apply", "-n", NS, "-f", "-", stdin=connector("mirror", node_registry))
     eventually(lambda: ready(told, "mirror"), 60, "Connector mirror Ready")
@@ -106,12 +107,12 @@ def test_a_deleted_pods_token_is_refused(faults: Faults):
     assert eventually(lambda: faults.status(token) == 401, 30, "the token refused")
 
 
-def container_id(pod: dict[str, object]) -> str:
-    statuses = pod["status"]["containerStatuses"]  # type: ignore[index]
-    return str(statuses[0]["containerID"]).removeprefix("containerd://")  # type: ignore[index]
+def container_id(pod: dict[str, Any]) -> str:
+    statuses = pod["status"]["containerStatuses"]
+    return str(statuses[0]["containerID"]).removeprefix("containerd://")
 
 
-def crash(node: Node, pod: dict[str, object]) -> None:
+def crash(node: Node, pod: dict[str, Any]) -> None:
     """SIGKILL the Pod's container, as a crash would (kubelet restarts it)."""
     node.ctr("tasks", "kill", "--signal", "SIGKILL", container_id(pod))
 
@@ -151,9 +152,9 @@ def test_a_proxy_replica_crashing_under_traffic_costs_nothing_a_retry_does_not_f
         crash(faults.node, victim)
         eventually(
             lambda: all(
-                p["status"]["containerStatuses"][0]["restartCount"] >= 1  # type: ignore[index]
+                p["status"]["containerStatuses"][0]["restartCount"] >= 1
                 for p in pods(faults.node, RELEASE_NS, "app.kubernetes.io/name=connectors-proxy")
-                if p["metadata"]["name"] == victim["metadata"]["name"]  # type: ignore[index]
+                if p["metadata"]["name"] == victim["metadata"]["name"]
             )
             and len(ready_proxies(faults)) == 2,
             90, "the crashed proxy restarted and Ready",
@@ -171,9 +172,9 @@ def test_a_proxy_replica_crashing_under_traffic_costs_nothing_a_retry_does_not_f
 
 def ready_proxies(faults: Faults) -> list[str]:
     return [
-        str(p["metadata"]["name"])  # type: ignore[index]
+        str(p["metadata"]["name"])
         for p in pods(faults.node, RELEASE_NS, "app.kubernetes.io/name=connectors-proxy")
-        if all(s["ready"] for s in p["status"].get("containerStatuses", []))  # type: ignore[index, union-attr]
+        if all(s["ready"] for s in p["status"].get("containerStatuses", []))
     ]
 
 
@@ -182,7 +183,7 @@ def test_the_operator_leader_crashing_hands_over_and_connectors_still_reconcile(
 ):
     before = lease_holder(faults.node)
     operators = pods(faults.node, RELEASE_NS, "app.kubernetes.io/name=connectors-operator")
-    (leader,) = [p for p in operators if before.startswith(p["metadata"]["name"])]  # type: ignore[index]
+    (leader,) = [p for p in operators if before.startswith(p["metadata"]["name"])]
     crash(faults.node, leader)
     after = eventually(
         lambda: (holder := lease_holder(faults.node)) not in ("", before) and holder,

@@ -125,6 +125,8 @@ class Node:
         self._start_containerd()
         for archive in archives:
             self.ctr("images", "import", str(archive), timeout=300)
+        # A node starts from nothing: an earlier run's objects would name Pods it never ran.
+        shutil.rmtree(self.cluster.workdir / "etcd", ignore_errors=True)
         self.cluster.start()
         self._start_kubelet()
         self._spawn("kube-scheduler", [
