@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+import jwt
 import pytest
 
 from connectors.auth import tokens
@@ -37,6 +38,22 @@ def assert_challenge(reply: wire.Reply) -> None:
 
 def test_no_token_is_401_with_a_basic_challenge(good: str):
     assert_challenge(wire.request("GET", good))
+
+
+def test_a_validly_signed_token_made_to_outlive_the_maximum_lifetime_is_401(
+    standalone: Standalone, good: str
+):
+    key = KeyRing(standalone.place.state.keys).signer()
+    now = int(time.time())
+    claims = {
+        "iss": tokens.ISSUER, "sub": "standalone:forever", "iat": now, "nbf": now,
+        "aud": [standalone.connector_url(NS, "good")], "scope": "download upload",
+        "exp": now + 30 * 24 * 3600,
+    }  # fmt: skip
+    forever = jwt.encode(claims, key.private, algorithm=tokens.ALGORITHM, headers={"kid": key.kid})
+    reply = wire.request("GET", good, headers=wire.basic(forever))
+    assert_challenge(reply)
+    assert b"longer than the issuer's maximum" in reply.body
 
 
 def test_garbage_token_is_401(good: str):

@@ -118,6 +118,37 @@ def test_invalid_connectors_are_refused_naming_the_field(
     assert "NotFound" in missing.stderr
 
 
+@pytest.mark.parametrize(
+    ("field", "spec"),
+    [
+        ("spec.address", {"address": "https://mirror-user:Addr3ssPassw0rd@r.example.com/simple"}),
+        (
+            "spec.addressExtensions[0].value",
+            {
+                "address": "https://r.example.com",
+                "addressExtensions": [
+                    {"name": "files", "value": "https://mirror-user:Addr3ssPassw0rd@f.example.com"}
+                ],
+            },
+        ),
+    ],
+)
+def test_a_connector_whose_address_carries_credentials_is_refused_without_echoing_them(
+    kube_cluster: TestCluster, seed_namespace: str, field: str, spec: dict[str, object]
+):
+    result = kube_cluster.kubectl(
+        "apply", "-n", seed_namespace, "-f", "-", check=False,
+        stdin=connector("with-credentials", {"connectorClassName": "pypi", **spec}),
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert f"{field}: Forbidden: must not carry credentials" in result.stderr
+    assert "Addr3ssPassw0rd" not in result.stderr and "mirror-user" not in result.stderr
+    missing = kube_cluster.kubectl(
+        "get", "connector", "with-credentials", "-n", seed_namespace, check=False
+    )
+    assert "NotFound" in missing.stderr
+
+
 def test_a_condition_with_an_unknown_status_is_refused(
     kube_cluster: TestCluster, seed_namespace: str
 ):

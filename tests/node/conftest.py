@@ -21,7 +21,7 @@ from tests.conftest import require
 from tests.support import images, leaks, testcluster
 from tests.support import node as node_support
 from tests.support.node import Node
-from tests.support.waiting import eventually
+from tests.support.waiting import settled
 
 ROOT = Path(__file__).parents[2]
 CHART = ROOT / "deploy" / "helm" / "connectors"
@@ -64,8 +64,8 @@ def chart(kube_node: Node) -> Iterator[Node]:
         "--create-namespace", "--wait", "--timeout", "180s", *chart_values(kube_node),
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
-    eventually(lambda: csi_registered(kube_node), 60, "kubelet registered connectors-csi")
-    eventually(lambda: lease_holder(kube_node), 60, "an operator replica leads")
+    settled(lambda: csi_registered(kube_node), 60, "kubelet registered connectors-csi")
+    settled(lambda: lease_holder(kube_node), 60, "an operator replica leads")
     yield kube_node
     save_component_logs(kube_node)
 
@@ -197,7 +197,7 @@ def run_pod(node: Node, name: str, code: str, namespace: str = "default") -> str
     def attempt() -> str | None:
         node.cluster.kubectl("delete", "pod", name, "-n", namespace, "--wait", check=False)
         node.cluster.kubectl("apply", "-f", "-", stdin=json.dumps(pod))
-        done = eventually(
+        done = settled(
             lambda: phase(node, namespace, name) in ("Succeeded", "Failed")
             and phase(node, namespace, name),
             60, f"pod {name} finished",
@@ -205,6 +205,6 @@ def run_pod(node: Node, name: str, code: str, namespace: str = "default") -> str
         logs = node.cluster.kubectl("logs", name, "-n", namespace).stdout
         return logs if done == "Succeeded" else None
 
-    logs = eventually(attempt, 60, f"pod {name} succeeded")
+    logs = settled(attempt, 60, f"pod {name} succeeded")
     node.cluster.kubectl("delete", "pod", name, "-n", namespace, "--wait=false", check=False)
     return logs

@@ -17,7 +17,7 @@ import pytest
 from tests.node.conftest import RELEASE_NS, NodeRegistry, get, lease_holder, phase, pods
 from tests.support import leaks, wire
 from tests.support.node import Node
-from tests.support.waiting import eventually
+from tests.support.waiting import settled
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -79,7 +79,7 @@ def client_pod(name: str) -> str:
 
 def token_of(faults: Faults, pod: str) -> str:
     faults.kubectl("apply", "-n", NS, "-f", "-", stdin=client_pod(pod))
-    eventually(lambda: phase(faults.node, NS, pod) == "Running", 90, f"pod {pod} Running")
+    settled(lambda: phase(faults.node, NS, pod) == "Running", 90, f"pod {pod} Running")
     pip_conf = faults.kubectl("exec", pod, "-n", NS, "--", "cat", "/root/.pip/pip.conf")
     leaks.record(f"node: {pod} pip.conf", pip_conf)
     found = re.search(r"index-url = http://[^:]+:([^@]+)@", pip_conf)
@@ -93,7 +93,7 @@ def faults(chart: Node, node_registry: NodeRegistry) -> Iterator[Faults]:
     told = Faults(chart, str(service["spec"]["clusterIP"]))
     chart.cluster.kubectl("create", "namespace", NS)
     told.kubectl("apply", "-n", NS, "-f", "-", stdin=connector("mirror", node_registry))
-    eventually(lambda: ready(told, "mirror"), 60, "Connector mirror Ready")
+    settled(lambda: ready(told, "mirror"), 60, "Connector mirror Ready")
     yield told
     chart.cluster.kubectl("delete", "namespace", NS, "--wait=false", check=False)
 
@@ -101,10 +101,10 @@ def faults(chart: Node, node_registry: NodeRegistry) -> Iterator[Faults]:
 def test_a_deleted_pods_token_is_refused(faults: Faults):
     token = token_of(faults, "holder")
     # A new Service may refuse for a moment until kube-proxy syncs: ask until it answers.
-    assert eventually(lambda: faults.status(token) == 200, 30, "the holder's token works")
+    assert settled(lambda: faults.status(token) == 200, 30, "the holder's token works")
     faults.kubectl("delete", "pod", "holder", "-n", NS, "--grace-period=1")
     # Within the proxy's decision cache (10 s), the token of a Pod that is gone stops.
-    assert eventually(lambda: faults.status(token) == 401, 30, "the token refused")
+    assert settled(lambda: faults.status(token) == 401, 30, "the token refused")
 
 
 def container_id(pod: dict[str, Any]) -> str:
@@ -121,7 +121,7 @@ def test_a_proxy_replica_crashing_under_traffic_costs_nothing_a_retry_does_not_f
     faults: Faults,
 ):
     token = token_of(faults, "client")
-    eventually(lambda: faults.status(token) == 200, 30, "the client's token works")
+    settled(lambda: faults.status(token) == 200, 30, "the client's token works")
     first_tries: list[int] = []
     unrecovered: list[str] = []
     stop = threading.Event()
@@ -147,10 +147,10 @@ def test_a_proxy_replica_crashing_under_traffic_costs_nothing_a_retry_does_not_f
     worker = threading.Thread(target=traffic)
     worker.start()
     try:
-        eventually(lambda: len(first_tries) >= 20, 30, "traffic flowing")
+        settled(lambda: len(first_tries) >= 20, 30, "traffic flowing")
         victim = pods(faults.node, RELEASE_NS, "app.kubernetes.io/name=connectors-proxy")[0]
         crash(faults.node, victim)
-        eventually(
+        settled(
             lambda: all(
                 p["status"]["containerStatuses"][0]["restartCount"] >= 1
                 for p in pods(faults.node, RELEASE_NS, "app.kubernetes.io/name=connectors-proxy")
@@ -160,7 +160,7 @@ def test_a_proxy_replica_crashing_under_traffic_costs_nothing_a_retry_does_not_f
             90, "the crashed proxy restarted and Ready",
         )  # fmt: skip
         seen = len(first_tries)
-        eventually(lambda: len(first_tries) >= seen + 20, 30, "traffic after the restart")
+        settled(lambda: len(first_tries) >= seen + 20, 30, "traffic after the restart")
     finally:
         stop.set()
         worker.join(timeout=60)
@@ -185,10 +185,10 @@ def test_the_operator_leader_crashing_hands_over_and_connectors_still_reconcile(
     operators = pods(faults.node, RELEASE_NS, "app.kubernetes.io/name=connectors-operator")
     (leader,) = [p for p in operators if before.startswith(p["metadata"]["name"])]
     crash(faults.node, leader)
-    after = eventually(
+    after = settled(
         lambda: (holder := lease_holder(faults.node)) not in ("", before) and holder,
         60, "another identity holding the operator Lease",
     )  # fmt: skip
     assert after != before
     faults.kubectl("apply", "-n", NS, "-f", "-", stdin=connector("after-crash", node_registry))
-    assert eventually(lambda: ready(faults, "after-crash"), 60, "a new Connector Ready")
+    assert settled(lambda: ready(faults, "after-crash"), 60, "a new Connector Ready")

@@ -27,7 +27,7 @@ import yaml
 from tests.node.conftest import NodeRegistry, sample_sdist
 from tests.support import leaks, seed
 from tests.support.node import Node
-from tests.support.waiting import eventually
+from tests.support.waiting import settled
 
 NS = seed.NAMESPACE
 PROXY_HOST = f"c-pypi-connector.{NS}.svc.cluster.local"
@@ -80,7 +80,7 @@ def job_outcome(story: Story, name: str, timeout: float = 180) -> tuple[str, str
                 return str(condition["type"])
         return None
 
-    outcome = eventually(finished, timeout, f"Job {name} finished")
+    outcome = settled(finished, timeout, f"Job {name} finished")
     log = ANSI.sub("", story.kubectl("logs", f"job/{name}", "-n", NS))
     leaks.record(f"node: Job {name} log", log)
     return outcome, log
@@ -133,7 +133,7 @@ def test_step_2_the_connector_shows_the_seeds_columns_and_ready(story: Story):
         rows = [line.split() for line in out.splitlines()]
         return rows if len(rows) == 2 and rows[1][3] == "True" else None
 
-    rows = eventually(listed, 60, "kubectl get connector showing True")
+    rows = settled(listed, 60, "kubectl get connector showing True")
     assert rows[0] == ["NAME", "CLASS", "ADDRESS", "READY", "REASON", "AGE"]
     assert rows[1][:4] == ["pypi-connector", "pypi", story.registry.url, "True"]
 
@@ -184,7 +184,7 @@ def test_the_inspect_pod_sees_both_files_read_only_with_the_seeds_contents(story
         },
     )
     story.apply(pod)
-    eventually(
+    settled(
         lambda: story.kubectl("get", "pod", "inspect-pypi-deploy", "-n", NS, "-o",
                               "jsonpath={.status.phase}") == "Running",
         90, "the inspect Pod Running",

@@ -18,7 +18,8 @@ from connectors.standalone import localregistry
 from connectors.standalone.localregistry import LocalRegistry
 from tests.reliability.test_client_faults import BOUNDARY, upload_body
 from tests.support import wire
-from tests.support.standalone import CONNECTORS, Standalone, serving
+from tests.support.standalone import CONNECTORS, Standalone, connector_manifest, serving
+from tests.support.waiting import eventually
 from tests.support.wheels import make_wheel
 
 
@@ -45,14 +46,6 @@ def rotate(server: Standalone, *extra: str) -> str:
         capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
     return result.stdout
-
-
-def eventually(check: object, want: int, seconds: float = 20) -> None:
-    assert callable(check)
-    deadline = time.monotonic() + seconds
-    while check() != want:
-        assert time.monotonic() < deadline, f"never became {want}"
-        time.sleep(0.25)
 
 
 def test_rotated_keys_keep_old_tokens_working_until_retired(
@@ -146,3 +139,71 @@ def test_a_restart_mid_uploads_never_reports_an_upload_the_registry_lacks(
     assert any(outcome != 200 for outcome in outcomes.values()), "the restart was not felt"
     missing = [name for name in succeeded if not (registry.packages / name).is_file()]
     assert missing == []
+
+
+def readyz(server: Standalone) -> wire.Reply:
+    return wire.request("GET", server.url + "/readyz")
+
+
+def test_retire_now_refuses_a_token_whose_decision_is_cached_within_the_reload_second(
+    setup: tuple[Standalone, LocalRegistry],
+):
+    server, _ = setup
+    old = server.token("default", "mirror")
+    assert status(server, old) == 200  # the decision is cached now, for up to 10 s
+    rotate(server, "--retire-now")
+    took = eventually(lambda: status(server, old), 401, seconds=15)
+    assert took < 3, f"a retired key's token was still accepted {took:.1f}s after retiring"
+
+
+def test_a_stray_file_among_the_keys_stops_neither_retire_now_nor_manifest_reloads(
+    setup: tuple[Standalone, LocalRegistry],
+):
+    server, registry = setup
+    old = server.token("default", "mirror")
+    assert status(server, old) == 200
+    (server.state_dir / "keys" / "backup.pem").write_text("not a key\n")
+    (server.state_dir / "keys" / "a-directory.pem").mkdir()
+    eventually(lambda: "a-directory.pem is not a signing key" in server.log_file.read_text(), True)
+    assert "retired key" in rotate(server, "--retire-now")
+    eventually(lambda: status(server, old), 401, seconds=5)
+    assert status(server, server.token("default", "mirror")) == 200
+    server.write("default", "later.yaml", connector_manifest("later", registry.url))
+    server.wait_ready("default", "later", timeout=10)
+    assert readyz(server).status == 200
+
+
+def test_a_server_left_without_signing_keys_says_so_in_readyz_until_one_is_made(
+    setup: tuple[Standalone, LocalRegistry],
+):
+    server, _ = setup
+    token = server.token("default", "mirror")
+    for key in (server.state_dir / "keys").glob("*.pem"):
+        key.unlink()
+    eventually(lambda: readyz(server).status, 503, seconds=15)
+    body = readyz(server).body.decode()
+    assert "signing-key reload failing" in body, body
+    assert "no signing key left" in server.log_file.read_text()
+    assert status(server, token) == 401
+    rotate(server)
+    eventually(lambda: readyz(server).status, 200, seconds=15)
+    assert status(server, server.token("default", "mirror")) == 200
+
+
+def test_a_reconcile_pass_that_keeps_failing_shows_in_readyz_until_it_recovers(
+    setup: tuple[Standalone, LocalRegistry],
+):
+    server, _ = setup
+    status_file = server.place.state.status_file
+    status_file.unlink()
+    status_file.mkdir()  # status.json can no longer be replaced: every pass fails
+    (status_file / "in-the-way").touch()
+    eventually(lambda: readyz(server).status, 503, seconds=15)
+    body = readyz(server).body.decode()
+    assert "reconcile failing" in body and "status.json" not in body, body
+    assert "status.json" in server.log_file.read_text()
+    assert "Traceback" not in server.log_file.read_text()
+    (status_file / "in-the-way").unlink()
+    status_file.rmdir()
+    eventually(lambda: readyz(server).status, 200, seconds=15)
+    assert server.ready("default", "mirror").get("status") == "True"

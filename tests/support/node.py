@@ -36,7 +36,7 @@ from typing import Any
 
 from tests.support import images
 from tests.support.testcluster import NodeAccess, TestCluster, _alive, _terminate, testbin
-from tests.support.waiting import eventually
+from tests.support.waiting import settled
 
 NODE_BINARIES = ("kubelet", "kube-scheduler", "kube-proxy", "coredns", "pause", "csi-registrar")
 HOST_TOOLS = ("containerd", "ctr", "runc", "iptables", "ip6tables", "mmdebstrap", "ip")
@@ -134,7 +134,7 @@ class Node:
             "--secure-port=0", "--v=1",
         ])  # fmt: skip
         self._spawn("kube-proxy", [f"--config={self._kube_proxy_config()}", "--v=1"])
-        eventually(self._node_ready, timeout, f"node {self.access.name} Ready")
+        settled(self._node_ready, timeout, f"node {self.access.name} Ready")
         self._start_dns(timeout)
 
     def _build_images(self) -> list[Path]:
@@ -212,7 +212,7 @@ class Node:
             f"--config={config}", f"--address={self.socket}",
             f"--root={self.containerd_dir / 'root'}", f"--state={self.containerd_dir / 'state'}",
         ])  # fmt: skip
-        eventually(lambda: self.ctr("version", check=False).returncode == 0, 30, "containerd up")
+        settled(lambda: self.ctr("version", check=False).returncode == 0, 30, "containerd up")
 
     def _start_kubelet(self) -> None:
         resolv = self.workdir / "pod-resolv.conf"
@@ -289,7 +289,7 @@ class Node:
 
     def _start_dns(self, timeout: float) -> None:
         self.cluster.kubectl("apply", "-f", "-", stdin=coredns_manifest())
-        eventually(
+        settled(
             lambda: self.cluster.kubectl(
                 "rollout", "status", "deployment/coredns", "-n", "kube-system", "--timeout=5s",
                 check=False,
@@ -365,14 +365,14 @@ class Node:
             kubectl("delete", "pod", name, "-n", namespace, "--grace-period=1", "--wait=false",
                     check=False)  # fmt: skip
         try:
-            eventually(lambda: not self._pods_not_of_daemonsets(), 30, "workload Pods gone")
+            settled(lambda: not self._pods_not_of_daemonsets(), 30, "workload Pods gone")
         except AssertionError as exc:
             print(f"node teardown: {exc}; going on", file=sys.stderr)
         kubectl("delete", "daemonsets", "--all", "--all-namespaces", "--wait=false", check=False)
         kubectl("delete", "pods", "--all", "--all-namespaces", "--grace-period=1",
                 "--wait=false", check=False)  # fmt: skip
         try:
-            eventually(self._no_tasks_left, 30, "every container stopped")
+            settled(self._no_tasks_left, 30, "every container stopped")
         except AssertionError as exc:
             print(f"node teardown: {exc}; forcing", file=sys.stderr)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import resource
 import subprocess
 import sys
 import time
@@ -79,10 +80,17 @@ class Standalone:
         directory = self.config_dir / namespace
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / filename
+        path.touch(mode=0o600)  # as a careful user would: manifests may hold Secrets
         path.write_text("\n---\n".join(documents) + "\n")
         return path
 
-    def start(self, *extra: str) -> None:
+    def start(self, *extra: str, open_files: int | None = None) -> None:
+        """Start the server; `open_files` lowers its file-descriptor limit (RLIMIT_NOFILE)."""
+
+        def limit() -> None:
+            if open_files is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
+
         with self.log_file.open("ab") as log:
             self.process = subprocess.Popen(
                 [
@@ -100,6 +108,7 @@ class Standalone:
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                preexec_fn=limit,  # noqa: PLW1509 (a test harness, no threads to fear)
             )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

@@ -1,7 +1,6 @@
-"""The tests' one way to wait: ask again until the answer is there, then go on at once.
+"""The one way tests wait: ask again until the answer is the one wanted, within a bound.
 
-A fixed sleep is a test that is either slow or flaky; `eventually` polls a check instead,
-and its failure says what never happened and the last error seen on the way.
+A fixed sleep is a test that is either slow or flaky; this asks often and gives up loudly.
 """
 
 from __future__ import annotations
@@ -12,25 +11,44 @@ from collections.abc import Callable
 from typing import TypeVar
 
 T = TypeVar("T")
-# What a check may raise while the thing it waits for is not there yet.
+
+
+def eventually(check: Callable[[], T], want: T, seconds: float = 20) -> float:
+    """Wait until `check()` returns `want`; how long it took, in seconds."""
+    started = time.monotonic()
+    seen = check()
+    while seen != want:
+        assert time.monotonic() - started < seconds, f"never became {want!r} (last {seen!r})"
+        time.sleep(0.1)
+        seen = check()
+    return time.monotonic() - started
+
+
+# What a check may raise while the thing it waits for is not there yet (a kubectl that
+# finds no object, a Service that refuses for a moment).
 NOT_YET = (AssertionError, OSError, subprocess.SubprocessError, ValueError, KeyError)
 
 
-def eventually(
-    check: Callable[[], T | None], timeout: float, what: str, interval: float = 0.25
-) -> T:
-    """Call `check` until it returns something other than None or False (then return
-    that); fail after `timeout` seconds, saying `what` never happened."""
-    deadline = time.monotonic() + timeout
-    last = ""
-    while True:
+def settled(check: Callable[[], T | None], seconds: float, what: str) -> T:
+    """`eventually` for a check that yields a value: wait until `check()` returns
+    something other than None or False (errors of a thing not there yet count as not yet)
+    and return it; on timeout, say `what` never happened and the last error."""
+    found: list[T] = []
+    last: list[str] = [""]
+
+    def probe() -> bool:
         try:
-            result = check()
-            if result is not None and result is not False:
-                return result
-            last = ""
+            value = check()
         except NOT_YET as exc:
-            last = f" (last: {type(exc).__name__}: {exc})"
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout:g}s{last}")
-        time.sleep(interval)
+            last[0] = f"{type(exc).__name__}: {exc}"
+            return False
+        if value is None or value is False:
+            return False
+        found.append(value)
+        return True
+
+    try:
+        eventually(probe, True, seconds)
+    except AssertionError:
+        raise AssertionError(f"{what}: not within {seconds:g}s {last[0]}".rstrip()) from None
+    return found[-1]

@@ -6,10 +6,9 @@ import json
 
 import pytest
 
-from connectors.classes import pypi_links
-from connectors.proxy import routing, safety
 from connectors.api.errors import RegistryDataError
-from connectors.proxy import links
+from connectors.classes import pypi_links
+from connectors.proxy import links, routing, safety
 from connectors.proxy.links import LinkMap
 
 CLIENT = "http://proxy:8080/namespaces/ns/connectors/c"

@@ -95,3 +95,46 @@ def test_unparseable_yaml_names_the_line():
 def test_kinds_connectors_does_not_use_are_passed_over():
     text = "apiVersion: batch/v1\nkind: Job\nmetadata: {name: twine-upload}\n"
     assert manifests.parse_text(text, source="job.yaml") == []
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        ({"address": "https://alice:S3cr3t@r.example.com/simple"}, "spec.address"),
+        ({"address": "https://token-only@r.example.com"}, "spec.address"),
+        (
+            {
+                "address": "https://r.example.com",
+                "addressExtensions": [{"name": "files", "value": "https://alice:S3cr3t@f.example"}],
+            },
+            "spec.addressExtensions[0].value",
+        ),
+    ],
+)
+def test_an_address_carrying_credentials_is_refused_without_repeating_them(
+    spec: dict[str, object], field: str
+):
+    document = {
+        "apiVersion": "connectors.alauda.io/v1alpha1",
+        "kind": "Connector",
+        "metadata": {"name": "c"},
+        "spec": {"connectorClassName": "pypi", **spec},
+    }
+    with pytest.raises(ManifestError) as caught:
+        manifests.parse(document)
+    assert str(caught.value) == (
+        f"field {field}: must not carry credentials (user:password@): put them in the Secret "
+        "named by spec.auth.secretRef; this Connector is not served until then"
+    )
+
+
+def test_an_at_sign_in_an_address_path_is_not_taken_for_credentials():
+    document = {
+        "apiVersion": "connectors.alauda.io/v1alpha1",
+        "kind": "Connector",
+        "metadata": {"name": "c"},
+        "spec": {"connectorClassName": "pypi", "address": "https://r.example.com/@scope/simple"},
+    }
+    connector = manifests.parse(document)
+    assert isinstance(connector, Connector)
+    assert connector.spec.address == "https://r.example.com/@scope/simple"

@@ -5,10 +5,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import jwt
 import pytest
 
 from connectors.api.errors import TokenError
 from connectors.auth import tokens
+from connectors.auth.authenticator import LocalAuthenticator
 from connectors.auth.keys import KeyRing
 
 AUDIENCE = "http://127.0.0.1:8080/namespaces/demo/connectors/pypi"
@@ -97,3 +99,56 @@ def test_durations_read_as_written(text: str, seconds: int):
 def test_an_unreadable_duration_says_which_forms_work():
     with pytest.raises(TokenError, match="90s, 30m or 1h"):
         tokens.parse_duration("soon")
+
+
+def test_a_validly_signed_token_living_longer_than_the_maximum_is_refused(ring: KeyRing):
+    now = int(time.time())
+    key = ring.signer()
+    claims = {
+        "iss": tokens.ISSUER, "sub": "mallory", "aud": [AUDIENCE], "iat": now, "nbf": now,
+        "exp": now + tokens.MAX_TTL_SECONDS + 3600, "scope": "download upload",
+    }  # fmt: skip
+    forever = jwt.encode(claims, key.private, algorithm=tokens.ALGORITHM, headers={"kid": key.kid})
+    with pytest.raises(TokenError, match="longer than the issuer's maximum of 86400s"):
+        tokens.verify(ring, forever, audience=AUDIENCE)
+    claims["exp"] = now + tokens.MAX_TTL_SECONDS  # exactly the maximum is fine
+    longest = jwt.encode(claims, key.private, algorithm=tokens.ALGORITHM, headers={"kid": key.kid})
+    assert tokens.verify(ring, longest, audience=AUDIENCE).subject == "mallory"
+
+
+def test_a_stray_file_among_the_keys_is_skipped_and_reported_and_the_keys_keep_working(
+    ring: KeyRing,
+):
+    token = tokens.issue(ring, audience=AUDIENCE, subject="alice")
+    (ring.directory / "backup.pem").write_text("not a key\n")
+    (ring.directory / "folder.pem").mkdir()
+    assert ring.refresh_if_changed()
+    assert tokens.verify(ring, token, audience=AUDIENCE).subject == "alice"
+    assert sorted(p.split(" is not")[0].rpartition("/")[2] for p in ring.problems) == [
+        "backup.pem",
+        "folder.pem",
+    ]
+    assert not ring.refresh_if_changed()  # reported once, not re-read every second
+    again = KeyRing(ring.directory)  # as `connectors token` and `keys rotate` open it
+    assert again.signer().kid == ring.signer().kid
+
+
+async def test_a_cached_decision_dies_when_its_key_is_retired_by_another_process(
+    ring: KeyRing,
+):
+    authenticator = LocalAuthenticator(ring)
+    token = tokens.issue(ring, audience=AUDIENCE, subject="alice")
+
+    async def ask() -> tokens.Identity:
+        return await authenticator.authorize(
+            token, audience=AUDIENCE, namespace="demo", name="pypi", upload=False
+        )
+
+    assert (await ask()).subject == "alice"
+    assert (await ask()).subject == "alice" and authenticator.cache.hits == 1
+    other = KeyRing(ring.directory)  # `connectors keys rotate --retire-now`
+    other.rotate()
+    other.retire_all_but_signer()
+    assert ring.refresh_if_changed()  # what the server's key loop does every second
+    with pytest.raises(TokenError, match="unknown key"):
+        await ask()

@@ -13,7 +13,7 @@ import dataclasses
 import enum
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, TypeVar, get_args, get_origin
 
@@ -22,9 +22,40 @@ from connectors.api.errors import ManifestError
 T = TypeVar("T")
 
 
-def wire(name: str, *, required: bool = False, description: str = "") -> dict[str, Any]:
-    """Field metadata: the field's name in documents, and whether it must be present."""
-    return {"wire": name, "required": required, "description": description}
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """A check beyond a field's type, said twice in one place: `accepts` for the decoder,
+    `cel` for the API server (the CRD's x-kubernetes-validations). `message` is all either
+    says when the check fails; it never quotes the value, which may hold a secret."""
+
+    accepts: Callable[[Any], bool]
+    cel: str
+    message: str
+
+
+def wire(
+    name: str,
+    *,
+    required: bool = False,
+    description: str = "",
+    rule: Rule | None = None,
+    max_length: int | None = None,
+) -> dict[str, Any]:
+    """Field metadata: the field's name in documents, whether it must be present, any rule
+    its value must also follow, and its longest length (characters of a string, items of a
+    list; the API server needs it to bound what a rule may cost)."""
+    return {
+        "wire": name,
+        "required": required,
+        "description": description,
+        "rule": rule,
+        "max_length": max_length,
+    }
+
+
+def rule_of(field: dataclasses.Field[Any]) -> Rule | None:
+    rule = field.metadata.get("rule")
+    return rule if isinstance(rule, Rule) else None
 
 
 def wire_name(field: dataclasses.Field[Any]) -> str:
@@ -52,7 +83,14 @@ def decode(cls: type[T], data: object, path: str = "") -> T:
             if is_required(field):
                 raise ManifestError("is required", field=where)
             continue
-        values[field.name] = _decode_value(hints[field.name], data[name], where)
+        value = _decode_value(hints[field.name], data[name], where)
+        longest = field.metadata.get("max_length")
+        if longest is not None and len(value) > longest:
+            raise ManifestError(f"is longer than {longest}", field=where)
+        rule = rule_of(field)
+        if rule is not None and not rule.accepts(value):
+            raise ManifestError(rule.message, field=where)
+        values[field.name] = value
     return cls(**values)
 
 

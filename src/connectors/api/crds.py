@@ -67,6 +67,15 @@ def _object_schema(cls: type[Any]) -> Schema:
         description = field.metadata.get("description")
         if description:
             schema = {"description": description, **schema}
+        longest = field.metadata.get("max_length")
+        if longest is not None:
+            schema["maxItems" if schema["type"] == "array" else "maxLength"] = longest
+        rule = codec.rule_of(field)
+        if rule is not None:
+            # Forbidden, not Invalid: an Invalid answer would quote the value back.
+            schema["x-kubernetes-validations"] = [
+                {"rule": rule.cel, "message": rule.message, "reason": "FieldValueForbidden"}
+            ]
         properties[name] = schema
         if codec.is_required(field):
             required.append(name)

@@ -8,10 +8,11 @@ both the manifest reader and the CRD schema generator use.
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any
 
 from connectors.api import codec
-from connectors.api.codec import wire
+from connectors.api.codec import Rule, wire
 from connectors.api.conditions import Condition
 
 GROUP = "connectors.alauda.io"
@@ -61,6 +62,33 @@ class ObjectMeta:
 
 # --- Connector -----------------------------------------------------------------------------
 
+# `scheme://user:password@host`: credentials belong in the Secret, never in an address
+# (which is shown in tables, statuses and logs). The same pattern in Python and in CEL (RE2).
+_USERINFO = "^[^:/?#]*://[^/?#]*@"
+_HAS_USERINFO = re.compile(_USERINFO)
+_NO_CREDENTIALS = (
+    "must not carry credentials (user:password@): put them in the Secret named by "
+    "spec.auth.secretRef; this Connector is not served until then"
+)
+NO_CREDENTIALS_IN_ADDRESS = Rule(
+    accepts=lambda address: not _HAS_USERINFO.match(address),
+    cel=f"!self.matches('{_USERINFO}')",
+    message=_NO_CREDENTIALS,
+)
+MAX_ADDRESS_LENGTH = 2048  # bounds the rule's cost on the API server
+MAX_ADDRESS_EXTENSIONS = 32
+
+
+@dataclasses.dataclass(frozen=True)
+class AddressExtension:
+    """Another upstream host the proxy takes over, by name (`/_ext/<name>/...`)."""
+
+    name: str = dataclasses.field(metadata=wire("name", required=True))
+    value: str = dataclasses.field(
+        default="",
+        metadata=wire("value", rule=NO_CREDENTIALS_IN_ADDRESS, max_length=MAX_ADDRESS_LENGTH),
+    )
+
 
 @dataclasses.dataclass(frozen=True)
 class ConnectorAuth:
@@ -82,13 +110,19 @@ class ConnectorSpec:
     )
     address: str = dataclasses.field(
         metadata=wire(
-            "address", required=True, description="The registry's URL; may carry a path prefix."
+            "address",
+            required=True,
+            description="The registry's URL; may carry a path prefix.",
+            rule=NO_CREDENTIALS_IN_ADDRESS,
+            max_length=MAX_ADDRESS_LENGTH,
         )
     )
-    address_extensions: tuple[NameValue, ...] = dataclasses.field(
+    address_extensions: tuple[AddressExtension, ...] = dataclasses.field(
         default=(),
         metadata=wire(
-            "addressExtensions", description="Other upstream hosts the proxy also takes over."
+            "addressExtensions",
+            description="Other upstream hosts the proxy also takes over.",
+            max_length=MAX_ADDRESS_EXTENSIONS,
         ),
     )
     auth: ConnectorAuth | None = dataclasses.field(default=None, metadata=wire("auth"))

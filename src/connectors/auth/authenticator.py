@@ -6,7 +6,9 @@ an Identity, or one of three errors it maps to HTTP: TokenError (401), Permissio
 Kubernetes mode (TokenReview + SubjectAccessReview) implements the same protocol.
 
 Decisions are cached by the SHA-256 of the token (never the token itself), briefly, and
-never past the token's own expiry.
+never past the token's own expiry. No cached decision outlives a revocation: the standalone
+authenticator drops its cache whenever the key ring's set of keys changes, so a token of
+a retired key is refused as soon as the server sees the key gone.
 """
 
 from __future__ import annotations
@@ -53,6 +55,10 @@ class DecisionCache:
         self.hits += 1
         return entry[1]
 
+    def clear(self) -> None:
+        """Forget every decision (the authority they came from has changed)."""
+        self._entries.clear()
+
     def put(
         self, token: str, audience: str, identity: tokens.Identity, now: float | None = None
     ) -> None:
@@ -73,10 +79,14 @@ class LocalAuthenticator:
     def __init__(self, ring: KeyRing, cache: DecisionCache | None = None) -> None:
         self.ring = ring
         self.cache = cache or DecisionCache()
+        self._generation = ring.generation
 
     async def authorize(
         self, token: str, *, audience: str, namespace: str, name: str, upload: bool
     ) -> tokens.Identity:
+        if self.ring.generation != self._generation:  # keys were added or retired
+            self._generation = self.ring.generation
+            self.cache.clear()
         identity = self.cache.get(token, audience)
         if identity is None:
             identity = tokens.verify(self.ring, token, audience=audience)

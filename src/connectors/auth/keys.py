@@ -3,6 +3,11 @@
 Keys are Ed25519 (asymmetric: what can verify a token cannot mint one). The newest key
 signs; every key still on disk verifies, so rotating keys does not cut off tokens already
 handed out. A retired key is removed once no token it signed can still be valid.
+
+A file in the directory that is not a key (a stray `.pem`, a directory) is skipped and
+reported, never fatal: the keys that are there must keep working, and a key removed from
+disk must stop verifying, whatever else lies beside them. `generation` changes whenever
+the set of keys does, so whoever caches a decision made with a key can tell it is stale.
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ class KeyRing:
         self.directory = directory
         self._keys: dict[str, SigningKey] = {}
         self._listing: frozenset[str] = frozenset()
+        self.generation = 0
+        self.problems: tuple[str, ...] = ()  # files skipped by the last refresh, and why
         self.refresh()
 
     @classmethod
@@ -53,21 +60,39 @@ class KeyRing:
         return ring
 
     def refresh(self) -> None:
+        """Load every key on disk; skip (and list in `problems`) files that are not keys."""
         keys: dict[str, SigningKey] = {}
-        if self.directory.is_dir():
-            for path in self.directory.glob("*.pem"):
+        problems: list[str] = []
+        paths = self._paths()
+        for path in paths:
+            try:
                 keys[path.stem] = _read_key(path)
-        self._keys = keys
-        self._listing = frozenset(keys)
+            except StateError as exc:
+                problems.append(str(exc))
+        self._set(keys)
+        self.problems = tuple(problems)
+        self._listing = frozenset(p.stem for p in paths)
 
     def refresh_if_changed(self) -> bool:
         """Reload when keys were added or removed by another process (`connectors keys
         rotate`); cheap enough to call every second. True when something changed."""
-        listing = frozenset(p.stem for p in self.directory.glob("*.pem"))
+        listing = frozenset(p.stem for p in self._paths())
         if listing == self._listing:
             return False
         self.refresh()
         return True
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def _paths(self) -> list[Path]:
+        return sorted(self.directory.glob("*.pem")) if self.directory.is_dir() else []
+
+    def _set(self, keys: dict[str, SigningKey]) -> None:
+        changed = keys.keys() != self._keys.keys()
+        self._keys = keys
+        if changed:  # only after the keys are in place: a reader of the new generation
+            self.generation += 1  # never verifies with the old keys
 
     def rotate(self) -> SigningKey:
         """Make a new signing key; older keys keep verifying."""
@@ -85,7 +110,8 @@ class KeyRing:
             handle.write(pem)
         tmp.replace(path)
         key = SigningKey(kid=kid, created=path.stat().st_mtime, private=private)
-        self._keys[kid] = key
+        self._set({**self._keys, kid: key})
+        self._listing = self._listing | {kid}
         return key
 
     def retire_expired(self, max_token_seconds: float) -> list[str]:
@@ -109,8 +135,8 @@ class KeyRing:
     def _remove(self, kids: list[str]) -> list[str]:
         for kid in kids:
             (self.directory / f"{kid}.pem").unlink(missing_ok=True)
-            del self._keys[kid]
-        self._listing = frozenset(self._keys)
+        self._set({kid: key for kid, key in self._keys.items() if kid not in kids})
+        self._listing = self._listing - set(kids)
         return kids
 
     def signer(self) -> SigningKey:
@@ -123,8 +149,10 @@ class KeyRing:
     def verifier(self, kid: str) -> ed25519.Ed25519PublicKey | None:
         key = self._keys.get(kid)
         if key is None:
-            # A key made by another process (the server rotating) appears without restart.
-            self.refresh()
+            # A key made by another process (`keys rotate`) is usable at once. Only a
+            # changed listing is read again: anyone can send a token naming an unknown key,
+            # and that must cost a directory listing, not parsing every key.
+            self.refresh_if_changed()
             key = self._keys.get(kid)
         return key.public if key else None
 
@@ -132,8 +160,12 @@ class KeyRing:
 def _read_key(path: Path) -> SigningKey:
     try:
         private = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    except (OSError, ValueError) as exc:
-        raise StateError(f"cannot read signing key {path}: {exc.__class__.__name__}") from exc
+        created = path.stat().st_mtime
+    except (OSError, ValueError, TypeError) as exc:
+        raise StateError(
+            f"{path} is not a signing key ({exc.__class__.__name__}): remove it from the "
+            "key directory; it is ignored"
+        ) from exc
     if not isinstance(private, ed25519.Ed25519PrivateKey):
-        raise StateError(f"signing key {path} is not an Ed25519 key")
-    return SigningKey(kid=path.stem, created=path.stat().st_mtime, private=private)
+        raise StateError(f"{path} is not an Ed25519 signing key: remove it; it is ignored")
+    return SigningKey(kid=path.stem, created=created, private=private)

@@ -1,7 +1,8 @@
 """Short-lived, audience-bound tokens from the standalone issuer.
 
 A token names one proxy URL as its audience, so a token for one connector is worthless at
-another. Lifetimes are bounded: a leaked token is useful for minutes, not forever.
+another. Lifetimes are bounded, at issue and again at verification: a leaked token is
+useful for minutes, not forever, even one a buggy or stolen signer made to last.
 Verification allows `LEEWAY_SECONDS` of clock skew on `exp`, `nbf` and `iat`.
 """
 
@@ -75,8 +76,11 @@ def issue(
     return jwt.encode(claims, key.private, algorithm=ALGORITHM, headers={"kid": key.kid})
 
 
-def verify(ring: KeyRing, token: str, *, audience: str) -> Identity:
-    """The identity in `token` if it was signed by `ring` for `audience` and is current."""
+def verify(
+    ring: KeyRing, token: str, *, audience: str, max_ttl_seconds: int = MAX_TTL_SECONDS
+) -> Identity:
+    """The identity in `token` if it was signed by `ring` for `audience`, is current, and
+    was not made to live longer than `max_ttl_seconds`."""
     try:
         header = jwt.get_unverified_header(token)
     except jwt.PyJWTError as exc:
@@ -101,6 +105,12 @@ def verify(ring: KeyRing, token: str, *, audience: str) -> Identity:
         raise TokenError("the token was issued for a different connector") from exc
     except jwt.PyJWTError as exc:
         raise TokenError(f"the token is not valid ({exc.__class__.__name__})") from exc
+    lifetime = claims["exp"] - claims["iat"]
+    if not isinstance(lifetime, int | float) or lifetime > max_ttl_seconds:
+        raise TokenError(
+            f"the token was made to live longer than the issuer's maximum of "
+            f"{max_ttl_seconds}s: request a new one"
+        )
     scopes = frozenset(str(claims.get("scope", "")).split())
     return Identity(subject=str(claims["sub"]), expires_at=float(claims["exp"]), scopes=scopes)
 

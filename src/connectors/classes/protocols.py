@@ -22,9 +22,14 @@ def _never(content_type: str | None) -> bool:
 
 
 def _unchanged(
-    body: bytes, content_type: str | None, page_url: str, map_url: pypi_links.UrlMapper
-) -> Iterator[bytes]:
-    return iter((body,))
+    body: pypi_links.Page, content_type: str | None, page_url: str, map_url: pypi_links.UrlMapper
+) -> Iterator[pypi_links.Page]:
+    return iter((bytes(body),))
+
+
+Rewriter = Callable[
+    [pypi_links.Page, str | None, str, pypi_links.UrlMapper], Iterator[pypi_links.Page]
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,7 +38,7 @@ class ProxyProtocol:
     path_aliases: Callable[[dict[str, str]], tuple[tuple[str, str], ...]] = _no_aliases
     is_rewritable: Callable[[str | None], bool] = _never
     # The rewritten page in pieces, each after a bounded amount of work (see pypi_links).
-    rewrite: Callable[[bytes, str | None, str, pypi_links.UrlMapper], Iterator[bytes]] = _unchanged
+    rewrite: Rewriter = _unchanged
 
 
 PLAIN = ProxyProtocol(name="")

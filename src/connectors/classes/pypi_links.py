@@ -56,21 +56,24 @@ def is_rewritable(content_type: str | None) -> bool:
     return kind in HTML_TYPES or kind in JSON_TYPES
 
 
-def rewrite(body: bytes, content_type: str | None, page_url: str, map_url: UrlMapper) -> bytes:
+Page = bytes | bytearray
+
+
+def rewrite(body: Page, content_type: str | None, page_url: str, map_url: UrlMapper) -> bytes:
     """The body with every file link mapped; unchanged if the type is not an index page."""
     return b"".join(rewrite_steps(body, content_type, page_url, map_url))
 
 
 def rewrite_steps(
-    body: bytes, content_type: str | None, page_url: str, map_url: UrlMapper
-) -> Iterator[bytes]:
+    body: Page, content_type: str | None, page_url: str, map_url: UrlMapper
+) -> Iterator[Page]:
     """The rewritten body in pieces, each after a bounded amount of work."""
     kind = media_type(content_type)
     if kind in HTML_TYPES:
         return _html_pieces(body, page_url, map_url)
     if kind in JSON_TYPES:
         return _json_pieces(body, page_url, map_url)
-    return iter((body,))
+    return iter((bytes(body),))
 
 
 def _mapped(page_url: str, link: str, map_url: UrlMapper) -> str | None:
@@ -80,7 +83,7 @@ def _mapped(page_url: str, link: str, map_url: UrlMapper) -> str | None:
         raise RegistryDataError(f"the index page has a link no URL parser accepts: {exc}") from exc
 
 
-def _html_pieces(body: bytes, page_url: str, map_url: UrlMapper) -> Iterator[bytes]:
+def _html_pieces(body: Page, page_url: str, map_url: UrlMapper) -> Iterator[Page]:
     emitted = 0  # body[:emitted] has been yielded
     scan = 0
     no_closing: set[int] = set()  # quote characters with no closing one left in the page
@@ -113,7 +116,7 @@ def _html_pieces(body: bytes, page_url: str, map_url: UrlMapper) -> Iterator[byt
     yield body[emitted:]
 
 
-def _json_pieces(body: bytes, page_url: str, map_url: UrlMapper) -> Iterator[bytes]:
+def _json_pieces(body: Page, page_url: str, map_url: UrlMapper) -> Iterator[Page]:
     """Every string token is read whole from its opening quote, so a key is only ever
     taken for a key: `"url"` inside another string cannot start a token."""
     emitted = 0
@@ -144,7 +147,7 @@ def _json_pieces(body: bytes, page_url: str, map_url: UrlMapper) -> Iterator[byt
     yield body[emitted:]
 
 
-def _string_end(body: bytes, opening: int) -> int:
+def _string_end(body: Page, opening: int) -> int:
     """The index of the quote that closes the JSON string opened at `opening`."""
     search = opening + 1
     while True:
@@ -159,7 +162,7 @@ def _string_end(body: bytes, opening: int) -> int:
         search = closing + 1
 
 
-def _is_url_key(body: bytes, token: bytes, closing: int) -> bool:
+def _is_url_key(body: Page, token: Page, closing: int) -> bool:
     if len(token) > 16:
         return False
     after = closing + 1
@@ -170,7 +173,7 @@ def _is_url_key(body: bytes, token: bytes, closing: int) -> bool:
     return _decoded_string(token) in _JSON_URL_KEYS
 
 
-def _decoded_string(token: bytes) -> str:
+def _decoded_string(token: Page) -> str:
     try:
         value = json.loads(token)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -178,7 +181,7 @@ def _decoded_string(token: bytes) -> str:
     return value if isinstance(value, str) else ""
 
 
-def _mapped_json_string(token: bytes, page_url: str, map_url: UrlMapper) -> bytes | None:
+def _mapped_json_string(token: Page, page_url: str, map_url: UrlMapper) -> bytes | None:
     original = _decoded_string(token)
     mapped = _mapped(page_url, original, map_url)
     if mapped is None or mapped == original:

@@ -57,7 +57,7 @@ async def run(config: ClusterConfig, options: CsiOptions, stop: asyncio.Event) -
         )
         server = grpc.aio.server()
         csi_pb2_grpc.add_IdentityServicer_to_server(
-            services.IdentityService(store.is_synced), server
+            services.IdentityService(lambda: not store.readiness()), server
         )
         csi_pb2_grpc.add_NodeServicer_to_server(
             services.NodeService(publisher.Publisher(store, mint, settings), options.node_id),

@@ -9,7 +9,7 @@ server's status, reason and message; no answer becomes ApiUnavailable.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -121,9 +121,15 @@ class KubeClient:
             query["continue"] = token
 
     async def watch(
-        self, path: str, resource_version: str, params: Mapping[str, str] | None = None
+        self,
+        path: str,
+        resource_version: str,
+        params: Mapping[str, str] | None = None,
+        *,
+        on_open: Callable[[], None] = lambda: None,
     ) -> AsyncIterator[Document]:
-        """Watch events after `resource_version` until the server ends the stream.
+        """Watch events after `resource_version` until the server ends the stream;
+        `on_open` is called once the server has accepted the watch.
 
         An ERROR event is raised as ApiError (410 Gone: the version is too old, list again).
         """
@@ -152,6 +158,7 @@ class KubeClient:
                         str(document.get("reason") or ""),
                         str(document.get("message") or ""),
                     )
+                on_open()
                 async for line in response.content:
                     event = _decode(line.decode("utf-8", errors="replace"))
                     if event.get("type") == "ERROR":

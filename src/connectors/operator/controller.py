@@ -6,7 +6,9 @@ again every re-probe interval. A key is never worked on twice at once; one queue
 being worked on is worked on again afterwards. Each pass: apply the Service, run the
 shared reconciler, and patch status only when it differs from what is stored, so a
 restarted operator that finds everything in order writes nothing. Failures to talk to the
-API server are retried with backoff; they are never written into status.
+API server are retried with backoff; they are never written into status. Each worker runs
+under `supervision.supervise`, so nothing that goes wrong around a pass can end it, and a
+failed pass is logged by `supervision.describe` (never a third-party message verbatim).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from connectors.operator.settings import OperatorSettings
 from connectors.reconcile import upstream
 from connectors.reconcile.reconciler import ProxyInfo, reconcile
 from connectors.store.kubestore import KubeStore
+from connectors.supervision import Backoff, Health, describe, supervise
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +63,7 @@ class ConnectorController:
         self._failures: dict[Key, int] = {}
         self._services: set[tuple[Key, str]] = set()  # (key, uid) whose Service is applied
         self._workers: list[asyncio.Task[None]] = []
+        self.health = Health()
         store.subscribe(self.on_store_change)
 
     # What the watches say -----------------------------------------------------------------
@@ -128,7 +132,10 @@ class ConnectorController:
 
     def start(self) -> None:
         self._workers = [
-            asyncio.create_task(self._work(), name=f"reconcile-worker-{n}")
+            asyncio.create_task(
+                supervise("reconcile worker", self._work_one, self.health, Backoff(every=0)),
+                name=f"reconcile-worker-{n}",
+            )
             for n in range(self.settings.workers)
         ]
 
@@ -144,21 +151,20 @@ class ConnectorController:
     def idle(self) -> bool:
         return not self._queued and not self._active
 
-    async def _work(self) -> None:
+    async def _work_one(self) -> None:
         await self.store.synced()  # never judge a Secret missing before the first list
-        while True:
-            key = await self._queue.get()
-            self._queued.discard(key)
-            self._active.add(key)
-            try:
-                delay = await self._pass(key)
-            finally:
-                self._active.discard(key)
-            if key in self._again:
-                self._again.discard(key)
-                self.enqueue(key)
-            elif delay is not None and key in self.bodies:
-                self._enqueue_later(key, delay)
+        key = await self._queue.get()
+        self._queued.discard(key)
+        self._active.add(key)
+        try:
+            delay = await self._pass(key)
+        finally:
+            self._active.discard(key)
+        if key in self._again:
+            self._again.discard(key)
+            self.enqueue(key)
+        elif delay is not None and key in self.bodies:
+            self._enqueue_later(key, delay)
 
     async def _pass(self, key: Key) -> float | None:
         """One reconcile; the delay until the next one, or None when the key is gone."""
@@ -170,8 +176,8 @@ class ConnectorController:
             delay = min(self.settings.retry_seconds * 2.0 ** (failures - 1), MAX_BACKOFF_SECONDS)
             log.warning("connector %s/%s: %s; retrying in %.0fs", *key, exc, delay)
             return delay
-        except Exception:
-            log.exception("connector %s/%s: reconcile failed", *key)
+        except Exception as exc:
+            log.error("connector %s/%s: reconcile failed: %s", *key, describe(exc))
             return self.settings.reprobe_interval_seconds
         self._failures.pop(key, None)
         return self.settings.reprobe_interval_seconds

@@ -20,7 +20,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import aiohttp
 from aiohttp import web
@@ -56,7 +56,7 @@ class ProxyConfig:
     store: Store
     authenticator: Authenticator
     audience_for: AudienceFor
-    is_ready: Callable[[], bool] = lambda: True
+    readiness: Callable[[], Sequence[str]] = lambda: ()  # why not ready; empty: ready
     forward: forwarding.ForwardSettings = forwarding.ForwardSettings()
 
 
@@ -121,10 +121,14 @@ async def audit(request: web.Request, handler: Handler) -> web.StreamResponse:
     response: web.StreamResponse | None = None
     try:
         response = await handler(request)
-        if not response.prepared:
-            # Send it now, so that the line says what went over the wire.
+        if isinstance(response, web.Response) and not response.prepared:
+            # Send it now, so that the line says what went over the wire (aiohttp lets
+            # go of the body once it is written).
+            body = response.body
+            size = len(body) if isinstance(body, bytes | bytearray) else 0
             await response.prepare(request)
             await response.write_eof()
+            request[forwarding.BODY_BYTES_SENT] = 0 if request.method == "HEAD" else size
         return response
     except ConnectionError:
         response = None  # the client went away before the answer was sent
@@ -138,20 +142,11 @@ async def audit(request: web.Request, handler: Handler) -> web.StreamResponse:
             _record(request, response, time.monotonic() - started)
 
 
-def _body_bytes_sent(request: web.Request, response: web.StreamResponse | None) -> int:
-    if isinstance(response, web.Response):
-        # Sent whole by `audit` before the line is written (or it raised, and there is
-        # no response here); HEAD answers carry no body.
-        body = response.body
-        return len(body) if isinstance(body, bytes) and request.method != "HEAD" else 0
-    return int(request.get(forwarding.STREAMED_BYTES, 0))
-
-
 def _record(request: web.Request, response: web.StreamResponse | None, duration: float) -> None:
     found: routing.Route = request[ROUTE]
     identity: tokens.Identity | None = request.get(IDENTITY)
     status = response.status if response is not None else 499  # nginx's "client closed"
-    sent = _body_bytes_sent(request, response)
+    sent = int(request.get(forwarding.BODY_BYTES_SENT, 0)) if response is not None else 0
     audit_log.info(
         json.dumps(
             {
@@ -266,9 +261,10 @@ def _unrouted(request: web.Request, path: str) -> web.Response:
     if path == "/healthz":
         return web.Response(text="ok\n")
     if path == "/readyz":
-        if request.app[CONFIG].is_ready():
+        reasons = request.app[CONFIG].readiness()
+        if not reasons:
             return web.Response(text="ready\n")
-        return web.Response(status=503, text="not ready\n")
+        return web.Response(status=503, text="not ready: " + "; ".join(reasons) + "\n")
     return forwarding.error_response(
         404,
         "no connector addressed: use /namespaces/<namespace>/connectors/<name>/ "

@@ -76,7 +76,7 @@ async def run(config: ClusterConfig, options: ClusterProxyOptions, stop: asyncio
             audience_for=audience_lookup(
                 options.cluster_domain, "https" if options.tls_cert_file else "http"
             ),
-            is_ready=store.is_synced,
+            readiness=store.readiness,
             forward=options.forward,
         )
         runners = [

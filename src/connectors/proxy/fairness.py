@@ -3,8 +3,10 @@ all: every namespace's Connectors share one proxy, and a Connector's author choo
 registry, which may stall, crawl or send enormous pages on purpose.
 
 - `Shares`: registry requests in flight, capped per connector and per namespace. A request
-  over its share waits briefly for a slot, then gets 503; the shared connection pool
-  itself has no global cap that one tenant could fill.
+  over its share waits briefly for a slot, then gets 503; at most as many wait as the
+  share holds, and any more get 503 at once, so that a tenant can never hold more than
+  twice its share of the client connections either. The shared connection pool itself
+  has no global cap that one tenant could fill.
 - `ByteBudget`: bytes the proxy holds for index pages and small bodies, capped per
   namespace and overall. A page that does not fit is refused with 503 (or, for a small
   body, streamed instead of held).
@@ -68,11 +70,7 @@ class Shares:
             async with asyncio.timeout(self.settings.queue_timeout_seconds):
                 await self._take(gates)
         except TimeoutError:
-            raise Overloaded(
-                f"connector {namespace}/{name} has {self.in_flight(namespace, name)} requests "
-                f"in flight to its registry and its namespace {self.in_flight(namespace)}: "
-                "retry shortly"
-            ) from None
+            raise self._overloaded(namespace, name) from None
         finally:
             for gate in gates:
                 gate.waiters -= 1
@@ -83,9 +81,18 @@ class Shares:
                 gate.used -= 1
                 async with gate.freed:
                     gate.freed.notify()
-            for key, gate in zip(keys, gates, strict=True):
-                if gate.used == 0 and gate.waiters == 0:
-                    self._gates.pop(key, None)
+            self._forget_unused(keys, gates)
+
+    def _forget_unused(self, keys: tuple[tuple[str, ...], ...], gates: list[_Gate]) -> None:
+        for key, gate in zip(keys, gates, strict=True):
+            if gate.used == 0 and gate.waiters == 0:
+                self._gates.pop(key, None)
+
+    def _overloaded(self, namespace: str, name: str) -> Overloaded:
+        return Overloaded(
+            f"connector {namespace}/{name} has {self.in_flight(namespace, name)} requests in "
+            f"flight to its registry, its namespace {self.in_flight(namespace)}: retry shortly"
+        )
 
     @staticmethod
     async def _take(gates: list[_Gate]) -> None:

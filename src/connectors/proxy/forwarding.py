@@ -77,9 +77,9 @@ RESPONSE_HEADERS = frozenset(
 # Set on the request when the registry failed: connect, timeout, protocol, truncated,
 # refused, malformed, busy.
 UPSTREAM_ERROR = "connectors.upstream_error"
-# Body bytes of a streamed response that reached the client (aiohttp's own count
-# includes the headers, and never sees what splice(2) moved).
-STREAMED_BYTES = "connectors.streamed_bytes"
+# Body bytes that reached the client (aiohttp's own count includes the headers, and never
+# sees what splice(2) moved); the audit middleware sets it for whole responses.
+BODY_BYTES_SENT = "connectors.body_bytes_sent"
 # Seconds between two yields to the event loop while a large page is decoded or rewritten.
 _SLICE_SECONDS = 0.002
 
@@ -163,7 +163,11 @@ _FAILURES: tuple[tuple[type[BaseException], _Failure], ...] = (
     (Overloaded, _Failure("busy", 503, "{error}")),
     (
         RegistryDataError,
-        _Failure("malformed", 502, "the registry of connector {where} sent {error}"),
+        _Failure(
+            "malformed",
+            502,
+            "the registry of connector {where} sent an answer the proxy cannot use: {error}",
+        ),
     ),
     (
         aiohttp.ClientConnectorError,
@@ -202,7 +206,7 @@ def _failure_response(
     message = failure.message.format(
         where=where,
         origin=_origin(destination.url),
-        error=str(exc).removeprefix("the registry's ").removeprefix("the "),
+        error=exc,
         kind=exc.__class__.__name__,
         connect=settings.connect_timeout_seconds,
         first_byte=settings.first_byte_timeout_seconds,
@@ -356,11 +360,11 @@ async def _rewritten(
         key = cache.key(
             target.link_map, page_url, client_base, upstream.content_type, digest.digest()
         )
-        rewritten = cache.get(key)
+        rewritten: bytes | bytearray | None = cache.get(key)
         if rewritten is None:
             rewritten = await _joined(
                 target.protocol.rewrite(
-                    bytes(page),
+                    page,
                     upstream.content_type,
                     page_url,
                     lambda url: target.link_map.to_client(url, client_base),
@@ -382,12 +386,12 @@ async def _append(
     await slicer.pause()
 
 
-async def _joined(pieces: Iterator[bytes], slicer: _Slicer) -> bytes:
+async def _joined(pieces: Iterator[bytes | bytearray], slicer: _Slicer) -> bytearray:
     out = bytearray()
     for piece in pieces:
         out += piece
         await slicer.pause()
-    return bytes(out)
+    return out
 
 
 def _small(
@@ -471,7 +475,7 @@ async def _spliced(
     up_transport.pause_reading()
     if buffered:
         await response.write(buffered)
-        request[STREAMED_BYTES] = len(buffered)
+        request[BODY_BYTES_SENT] = len(buffered)
     # Keep the bytes in order on the wire: nothing may still wait in the transport's buffer.
     # A client that stops reading meanwhile gets the same timeout as a silent registry.
     deadline = asyncio.get_running_loop().time() + settings.idle_timeout_seconds
@@ -494,7 +498,7 @@ async def _spliced(
         return response
     finally:
         upstream.close()  # its parser never saw the body: the connection cannot be reused
-    request[STREAMED_BYTES] = len(buffered) + remaining
+    request[BODY_BYTES_SENT] = len(buffered) + remaining
     client.resume_reading()
     await response.write_eof()
     return response
@@ -509,7 +513,7 @@ async def _stream_rest(
     try:
         async for chunk in upstream.content.iter_chunked(settings.chunk_bytes):
             await response.write(chunk)
-            request[STREAMED_BYTES] = request.get(STREAMED_BYTES, 0) + len(chunk)
+            request[BODY_BYTES_SENT] = request.get(BODY_BYTES_SENT, 0) + len(chunk)
     except (aiohttp.ClientError, TimeoutError) as exc:
         # The body is cut short: close the connection so the client cannot mistake what
         # it got for the whole file.

@@ -41,9 +41,10 @@ class RewriteCache:
         self.hits += 1
         return found
 
-    def put(self, key: Key, rewritten: bytes) -> None:
+    def put(self, key: Key, rewritten: bytes | bytearray) -> None:
         if len(rewritten) > self.max_bytes // 4:
             return  # one huge page must not evict everything else
+        rewritten = bytes(rewritten)  # the caller's buffer may change; an entry must not
         previous = self._entries.pop(key, None)
         if previous is not None:
             self._bytes -= len(previous)

@@ -3,6 +3,11 @@
 The same proxy and reconciler as in a cluster; resources come from a directory of YAML,
 tokens from a local issuer whose keys live in the state directory, and each connector is
 reached at `<server>/namespaces/<namespace>/connectors/<name>/`.
+
+The server owns its state directory alone (`lock.StateLock`, taken before anything is
+written there). Its three background loops (reconcile, manifest reload, signing-key
+reload) run supervised: a failing one is logged and retried, and `/readyz` names it once
+it cannot recover.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from types import TracebackType
 import aiohttp
 from aiohttp import web
 
+from connectors.api.errors import StateError
 from connectors.auth.authenticator import LocalAuthenticator
 from connectors.auth.keys import KeyRing
 from connectors.classes.builtin import builtin_classes
@@ -24,10 +30,12 @@ from connectors.proxy import app as proxy_app
 from connectors.proxy import forwarding, routing, serving
 from connectors.proxy.metrics import ProxyMetrics
 from connectors.reconcile.reconciler import ProxyInfo, ReconcileSettings, reconcile
+from connectors.standalone.lock import StateLock
 from connectors.standalone.state import StateDir
 from connectors.standalone.statusboard import StatusBoard
 from connectors.store.base import Snapshot
 from connectors.store.filestore import FileStore
+from connectors.supervision import Backoff, Health, supervise
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +77,11 @@ class StandaloneServer:
     def __init__(self, options: ServeOptions) -> None:
         self.options = options
         self.state = StateDir(options.state_dir)
-        self.keys = KeyRing.open(self.state.keys)
         self.store = FileStore(options.config_dir, builtin_classes())
         self.board = StatusBoard(self.state)
+        self.health = Health()
         self.url = ""
+        self._lock: StateLock | None = None
         self._runner: web.AppRunner | None = None
         self._metrics_runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -93,13 +102,24 @@ class StandaloneServer:
         await self.stop()
 
     async def start(self) -> None:
+        self._lock = StateLock.acquire(self.state)  # before anything is written there
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
+        self.keys = KeyRing.open(self.state.keys)
+        for problem in self.keys.problems:
+            log.warning("%s", problem)
         authenticator = LocalAuthenticator(self.keys)
         self.metrics = ProxyMetrics(lambda: (authenticator.cache.hits, authenticator.cache.misses))
         config = proxy_app.ProxyConfig(
             store=self.store,
             authenticator=authenticator,
             audience_for=lambda ns, name: connector_url(self.url, ns, name),
-            is_ready=self._reconciled_once.is_set,
+            readiness=self.readiness,
             forward=self.options.forward,
         )
         self._runner = serving.GuardedRunner(
@@ -116,9 +136,23 @@ class StandaloneServer:
             await web.TCPSite(self._metrics_runner, *self.options.metrics_listen).start()
         self._session = aiohttp.ClientSession()
         self.state.write_server(self.url)
+        every = self.options.reload_interval_seconds
         self._tasks = [
-            asyncio.create_task(self._reconcile_loop()),
-            asyncio.create_task(self._watch_loop()),
+            asyncio.create_task(
+                supervise(
+                    "reconcile",
+                    self._reconcile_pass,
+                    self.health,
+                    Backoff(every=self.options.reconcile_interval_seconds),
+                    pause=self._pause_unless_woken,
+                )
+            ),
+            asyncio.create_task(
+                supervise("manifest reload", self._reload_manifests, self.health, Backoff(every))
+            ),
+            asyncio.create_task(
+                supervise("signing-key reload", self._reload_keys, self.health, Backoff(every))
+            ),
         ]
         log.info("serving connectors from %s at %s", self.options.config_dir, self.url)
 
@@ -128,12 +162,20 @@ class StandaloneServer:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self.state.clear_server()
         if self._session is not None:
             await self._session.close()
         for runner in (self._runner, self._metrics_runner):
             if runner is not None:
                 await runner.cleanup()
+        if self._lock is not None:
+            self.state.clear_server()  # ours: we hold the lock, so no other server wrote it
+            self._lock.release()
+            self._lock = None
+
+    def readiness(self) -> list[str]:
+        """Why the server is not ready (empty when it is): for `/readyz`."""
+        reasons = [] if self._reconciled_once.is_set() else ["the first reconcile pass is running"]
+        return reasons + self.health.problems()
 
     async def wait_reconciled(self) -> None:
         await self._reconciled_once.wait()
@@ -149,24 +191,29 @@ class StandaloneServer:
         )
         self._reconciled_once.set()
 
-    async def _reconcile_loop(self) -> None:
-        while True:
-            self._wake.clear()
-            try:
-                await self.reconcile_all()
-            except Exception:
-                log.exception("a reconcile pass failed; retrying on the next one")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.options.reconcile_interval_seconds)
+    async def _reconcile_pass(self) -> None:
+        self._wake.clear()  # a change while this pass runs asks for another
+        await self.reconcile_all()
 
-    async def _watch_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.options.reload_interval_seconds)
-            if await asyncio.to_thread(self.keys.refresh_if_changed):
-                log.info("signing keys changed; tokens of retired keys are refused from now")
-            if await asyncio.to_thread(self.store.reload):
-                log.info("manifests changed; reconciling")
-                self._wake.set()
+    async def _pause_unless_woken(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+
+    async def _reload_manifests(self) -> None:
+        if await asyncio.to_thread(self.store.reload):
+            log.info("manifests changed; reconciling")
+            self._wake.set()
+
+    async def _reload_keys(self) -> None:
+        if await asyncio.to_thread(self.keys.refresh_if_changed):
+            log.info("signing keys changed; tokens of retired keys are refused from now")
+            for problem in self.keys.problems:
+                log.warning("%s", problem)
+        if not len(self.keys):
+            raise StateError(
+                f"no signing key left in {self.keys.directory}: every token is refused; "
+                "run `connectors keys rotate` to make one"
+            )
 
 
 async def reconcile_snapshot(

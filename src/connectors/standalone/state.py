@@ -39,6 +39,10 @@ class StateDir:
     def status_file(self) -> Path:
         return self.root / "status.json"
 
+    @property
+    def lock_file(self) -> Path:
+        return self.root / "server.lock"
+
     def write_server(self, url: str) -> None:
         write_json(self.server_file, {"url": url, "pid": os.getpid()})
 
@@ -47,13 +51,18 @@ class StateDir:
 
     def server_url(self) -> str | None:
         """The running server's base URL, or None when no server is running."""
+        record = self.server_record()
+        return record[0] if record else None
+
+    def server_record(self) -> tuple[str, int | None] | None:
+        """The running server's (base URL, pid), or None when no server is running."""
         data = read_json(self.server_file)
         if not isinstance(data, dict) or not isinstance(data.get("url"), str):
             return None
         pid = data.get("pid")
         if isinstance(pid, int) and not _alive(pid):
             return None
-        return str(data["url"])
+        return str(data["url"]), pid if isinstance(pid, int) else None
 
     def require_server_url(self) -> str:
         url = self.server_url()

@@ -55,7 +55,7 @@ class StatusBoard:
         self.state.write_status(
             {
                 "connectors": rows,
-                "problems": [str(p) for p in snapshot.problems],
+                "problems": [str(p) for p in snapshot.problems] + list(snapshot.warnings),
             }
         )
 

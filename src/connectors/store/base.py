@@ -22,6 +22,7 @@ class Snapshot:
     classes: dict[str, ConnectorClass] = dataclasses.field(default_factory=dict)
     secrets: dict[tuple[str, str], Secret] = dataclasses.field(default_factory=dict)
     problems: tuple[ManifestError, ...] = ()
+    warnings: tuple[str, ...] = ()  # served anyway, but a user should fix it
 
     def __repr__(self) -> str:
         return (

@@ -3,12 +3,15 @@
 Layout: YAML files at the top level land in namespace `default`; files in a subdirectory
 land in the namespace named by that directory (as `kubectl apply -n DIR`), unless a
 document names its own namespace. A bad document is reported and skipped; every valid
-resource, in that file and others, is still served.
+resource, in that file and others, is still served. A file holding a Secret that other
+users of the machine can read (or write) is served but reported: it holds a registry's
+credentials.
 """
 
 from __future__ import annotations
 
 import logging
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -77,6 +80,8 @@ class FileStore:
         self._snapshot = load_directory(self.directory, self.base_classes)
         for problem in self._snapshot.problems:
             log.error("skipped a manifest: %s", problem)
+        for warning in self._snapshot.warnings:
+            log.warning("%s", warning)
         return True
 
 
@@ -85,6 +90,7 @@ def load_directory(directory: Path, base_classes: Iterable[ConnectorClass] = ())
     classes: dict[str, ConnectorClass] = {c.name: c for c in base_classes}
     secrets: dict[tuple[str, str], Secret] = {}
     problems: list[ManifestError] = []
+    warnings: list[str] = []
     seen: dict[tuple[str, str, str], str] = {}
     for path in manifest_files(directory):
         source = str(path)
@@ -124,9 +130,28 @@ def load_directory(directory: Path, base_classes: Iterable[ConnectorClass] = ())
                 classes[resource.name] = resource
             else:
                 secrets[resource.key] = resource
+                warnings.extend(_exposure(path, resource))
     return Snapshot(
-        connectors=connectors, classes=classes, secrets=secrets, problems=tuple(problems)
+        connectors=connectors,
+        classes=classes,
+        secrets=secrets,
+        problems=tuple(problems),
+        warnings=tuple(dict.fromkeys(warnings)),
     )
+
+
+def _exposure(path: Path, secret: Secret) -> list[str]:
+    """A warning if users other than the file's owner can read or change `path`."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return []
+    if not mode & 0o066:
+        return []
+    return [
+        f"{path} holds Secret {secret.namespace}/{secret.metadata.name} and is readable or "
+        f"writable by group or others (mode {mode:04o}): run `chmod 600 {path}`"
+    ]
 
 
 def _identity(resource: manifests.Resource) -> tuple[str, str, str]:

@@ -1,7 +1,9 @@
 """Kubernetes mode's store: Connectors, ConnectorClasses and Secrets kept current by watches.
 
 Each kind is listed once and then watched from the list's resourceVersion; a watch that
-breaks is resumed, and one whose version has expired (410 Gone) lists again. Readers get an
+breaks is resumed, and one whose version has expired (410 Gone) lists again. Each kind's
+watch runs supervised (`supervision.supervise`): whatever breaks it is logged and retried
+with backoff, and `readiness()` names a watch that keeps failing. Readers get an
 immutable Snapshot rebuilt only after something changed, so the proxy and the reconciler
 never wait on the API server. Listeners hear of every change (kind, namespace, name), so
 the operator can re-check the Connectors a changed Secret or class concerns.
@@ -16,12 +18,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from connectors.api import manifests
-from connectors.api.errors import ApiError, ApiUnavailable, ManifestError
+from connectors.api.errors import ApiError, ManifestError
 from connectors.api.resources import (
     API_VERSION,
     BASIC_AUTH_SECRET_TYPE,
@@ -31,6 +34,7 @@ from connectors.api.resources import (
 )
 from connectors.kube.client import KubeClient, resource_path
 from connectors.store.base import Snapshot
+from connectors.supervision import Backoff, Health, supervise
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +79,11 @@ class KubeStore:
         self._dirty = False
         self._listeners: list[Listener] = []
         self._synced = {w.kind: asyncio.Event() for w in self.watched}
+        self._versions: dict[str, str | None] = {w.kind: None for w in self.watched}
         self._tasks: list[asyncio.Task[None]] = []
+        # An API server outage is ridden out on the last lists; only one that lasts (five
+        # failed attempts in a row, half a minute or more) makes this store unready.
+        self.health = Health(unready_after=5)
 
     def snapshot(self) -> Snapshot:
         if self._dirty:
@@ -92,7 +100,13 @@ class KubeStore:
         self._listeners.append(listener)
 
     async def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._run(w)) for w in self.watched]
+        backoff = Backoff(every=0, first=self.retry_seconds, ceiling=max(self.retry_seconds, 10))
+        self._tasks = [
+            asyncio.create_task(
+                supervise(_loop_name(w), functools.partial(self._watch, w), self.health, backoff)
+            )
+            for w in self.watched
+        ]
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -108,26 +122,33 @@ class KubeStore:
     def is_synced(self) -> bool:
         return all(e.is_set() for e in self._synced.values())
 
+    def readiness(self) -> list[str]:
+        """Why this store cannot be relied on (empty when it can): for `/readyz`."""
+        synced = self._synced.items()
+        unlisted = [f"{_plural(kind)} not listed yet" for kind, e in synced if not e.is_set()]
+        return unlisted + self.health.problems()
+
     # Watching ----------------------------------------------------------------------------
 
-    async def _run(self, watched: Watched) -> None:
+    async def _watch(self, watched: Watched) -> None:
+        """One watch of a kind, listing first when there is no version to resume from; it
+        ends when the API server ends the watch. Failures are the supervisor's to retry."""
         path = resource_path(watched.api_version, watched.kind)
-        version: str | None = None
-        while True:
-            try:
-                if version is None:
-                    version = await self._relist(watched, path)
-                async for event in self.kube.watch(path, version):
-                    version = self._apply_event(watched, event) or version
-            except ApiError as exc:
-                if exc.status == 410:
-                    version = None  # too old: list afresh
-                    continue
-                log.warning("watching %ss failed: %s; retrying", watched.kind, exc)
-                await asyncio.sleep(self.retry_seconds)
-            except ApiUnavailable as exc:
-                log.warning("%s; retrying", exc)
-                await asyncio.sleep(self.retry_seconds)
+        name = _loop_name(watched)
+        version = self._versions[watched.kind]
+        if version is None:
+            version = self._versions[watched.kind] = await self._relist(watched, path)
+            self.health.succeeded(name)
+        try:
+            opened = functools.partial(self.health.succeeded, name)
+            async for event in self.kube.watch(path, version, on_open=opened):
+                version = self._apply_event(watched, event) or version
+                self._versions[watched.kind] = version
+                self.health.succeeded(name)
+        except ApiError as exc:
+            if exc.status != 410:
+                raise
+            self._versions[watched.kind] = None  # too old: list afresh on the next pass
 
     async def _relist(self, watched: Watched, path: str) -> str:
         listing = await self.kube.list_all(path)
@@ -183,6 +204,14 @@ class KubeStore:
                 listener(kind, *key)
             except Exception:
                 log.exception("a store listener failed")
+
+
+def _loop_name(watched: Watched) -> str:
+    return f"watching {_plural(watched.kind)}"
+
+
+def _plural(kind: str) -> str:
+    return kind + ("es" if kind.endswith("s") else "s")
 
 
 def _key(item: dict[str, Any]) -> tuple[str, str]:
