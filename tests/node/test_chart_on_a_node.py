@@ -4,6 +4,7 @@ and security settings."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from tests.node.conftest import RELEASE_NS, get, lease_holder, pods, run_pod
 from tests.support import images
 from tests.support.node import Node
+from tests.support.waiting import settled
 
 # The first test also pays for the node's start (images built cold: a few minutes).
 pytestmark = pytest.mark.timeout(600)
@@ -87,3 +89,26 @@ def test_the_csi_driver_is_registered_with_kubelet(chart: Node):
         "node-driver-registrar",
     ).stdout
     assert "registered=true" in logs
+
+
+def test_a_standby_operator_replica_stops_at_once_when_asked(chart: Node):
+    """A rollout or a drain asks with SIGTERM; a standby (waiting for the Lease) must not
+    sit out the grace period as a process that ignores it."""
+    holder = lease_holder(chart)
+    replicas = pods(chart, RELEASE_NS, "app.kubernetes.io/name=connectors-operator")
+    (standby,) = [p for p in replicas if not holder.startswith(p["metadata"]["name"])]
+    name = standby["metadata"]["name"]
+    assert standby["spec"]["terminationGracePeriodSeconds"] == 30  # the chart's (default)
+    started = time.monotonic()
+    chart.cluster.kubectl("delete", "pod", name, "-n", RELEASE_NS, "--wait=false")
+    settled(
+        lambda: chart.cluster.kubectl("get", "pod", name, "-n", RELEASE_NS, check=False)
+        .returncode != 0,
+        10, f"standby {name} gone",
+    )  # fmt: skip
+    print(f"\nstandby gone {time.monotonic() - started:.1f}s after the delete")
+    settled(
+        lambda: len(pods(chart, RELEASE_NS, "app.kubernetes.io/name=connectors-operator")) == 2
+        and lease_holder(chart) == holder,
+        60, "a new standby beside the same leader",
+    )  # fmt: skip
