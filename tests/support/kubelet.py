@@ -1,4 +1,5 @@
-"""A stand-in for kubelet's side of CSI, since no kubelet can run here.
+"""A stand-in for kubelet's side of CSI, for fast, narrow driver tests (the real kubelet
+takes the same path in tests/node/test_seed_on_a_node.py, with the seed's Pods).
 
 It does what kubelet does for a Pod's inline CSI volumes and nothing else: for each
 `csi` volume of the Pod object (read from the real API server) it calls

@@ -1,9 +1,11 @@
 """A real Kubernetes control plane on loopback: etcd, kube-apiserver, kube-controller-manager.
 
-No kubelet or container runtime can run here, but the control plane can, and it is what
-connectors talks to: CRDs, RBAC, TokenRequest, TokenReview, SubjectAccessReview, owner
-references and garbage collection all behave as on any cluster. Pods can be created as API
-objects; nothing runs them (tests play kubelet's part where they need one).
+It is what connectors talks to: CRDs, RBAC, TokenRequest, TokenReview, SubjectAccessReview,
+owner references and garbage collection all behave as on any cluster. Alone, nothing runs
+Pods (fast tests play kubelet's part where they need one); given a `NodeAccess`, it serves
+a real node too (see tests/support/node.py): it listens on the node's address, which the
+`kubernetes` Service then points at, its certificate covers the Service's address, it can
+reach kubelet for logs and exec, and kubelet authenticates as `system:node:<name>`.
 
 The binaries come from `scripts/build-testbin` (found through $CONNECTORS_TESTBIN);
 kubectl is the PyPI wheel's. Used by the pytest fixture `kube_cluster` and by
@@ -26,6 +28,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
@@ -38,6 +41,16 @@ from connectors.standalone.localregistry import free_port
 ISSUER = "https://kubernetes.default.svc.cluster.local"
 KUBECTL = Path(sys.executable).parent / "kubectl"
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager")
+# The address of the `kubernetes` Service in the cluster's service range.
+KUBERNETES_SERVICE_IP = "10.96.0.1"
+
+
+@dataclass(frozen=True)
+class NodeAccess:
+    """A real node's name and address, for a control plane that serves it."""
+
+    name: str
+    ip: str
 
 
 def testbin() -> Path | None:
@@ -116,9 +129,10 @@ def _name(common: str, organization: str | None = None) -> x509.Name:
     return x509.Name(parts)
 
 
-def write_pki(directory: Path) -> None:
+def write_pki(directory: Path, node: NodeAccess | None = None) -> None:
     """A CA, the API server's serving certificate, an admin client certificate, and the
-    service-account signing key pair."""
+    service-account signing key pair; for a node, also the API server's client certificate
+    towards kubelet and kubelet's own."""
     directory.mkdir(parents=True, exist_ok=True)
     ca_key = _key()
     ca_name = _name("connectors-test-ca")
@@ -130,6 +144,13 @@ def write_pki(directory: Path) -> None:
         x509.DNSName("kubernetes.default.svc.cluster.local"),
         x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
     ]
+    if node:  # what Pods dial: the Service's name and address, and the endpoint behind it
+        sans += [
+            x509.DNSName("kubernetes"),
+            x509.DNSName("kubernetes.default"),
+            x509.IPAddress(ipaddress.ip_address(KUBERNETES_SERVICE_IP)),
+            x509.IPAddress(ipaddress.ip_address(node.ip)),
+        ]
     server = _certificate(_name("kube-apiserver"), server_key, (ca_name, ca_key), sans=sans)
     admin_key = _key()
     admin = _certificate(
@@ -147,6 +168,16 @@ def write_pki(directory: Path) -> None:
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         ),
     }
+    if node:
+        clients = {
+            "kubelet-client": _name("kube-apiserver-kubelet-client", "system:masters"),
+            "node": _name(f"system:node:{node.name}", "system:nodes"),
+        }
+        for stem, subject in clients.items():
+            key = _key()
+            cert = _certificate(subject, key, (ca_name, ca_key), client=True)
+            files[f"{stem}.crt"] = cert.public_bytes(serialization.Encoding.PEM)
+            files[f"{stem}.key"] = _pem_key(key)
     for filename, data in files.items():
         path = directory / filename
         path.write_bytes(data)
@@ -191,9 +222,10 @@ class TestCluster:
 
     __test__ = False  # not a pytest test class
 
-    def __init__(self, workdir: Path, binaries: Path) -> None:
+    def __init__(self, workdir: Path, binaries: Path, node: NodeAccess | None = None) -> None:
         self.workdir = workdir
         self.binaries = binaries
+        self.node = node
         self.pki = workdir / "pki"
         self.kubeconfig = workdir / "admin.kubeconfig"
         self.pids_file = workdir / "pids.json"
@@ -204,7 +236,7 @@ class TestCluster:
 
     def start(self, timeout: float = 90.0) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        write_pki(self.pki)
+        write_pki(self.pki, self.node)
         etcd_port, peer_port, api_port = free_port(), free_port(), free_port()
         self.server = f"https://127.0.0.1:{api_port}"
         pids = {"etcd": self._spawn("etcd", self._etcd_args(etcd_port, peer_port))}
@@ -275,16 +307,26 @@ class TestCluster:
 
     def _apiserver_args(self, etcd_port: int, port: int) -> list[str]:
         pki = self.pki
+        if self.node is None:
+            addresses = ["--bind-address=127.0.0.1", "--advertise-address=127.0.0.1"]
+            authorization = ["--authorization-mode=RBAC"]
+        else:
+            addresses = ["--bind-address=0.0.0.0", f"--advertise-address={self.node.ip}"]
+            authorization = [
+                "--authorization-mode=Node,RBAC",
+                "--enable-admission-plugins=NodeRestriction",
+                f"--kubelet-client-certificate={pki / 'kubelet-client.crt'}",
+                f"--kubelet-client-key={pki / 'kubelet-client.key'}",
+            ]
         return [
             f"--etcd-servers=http://127.0.0.1:{etcd_port}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
+            *addresses,
             f"--secure-port={port}",
             f"--cert-dir={self.workdir / 'apiserver-certs'}",
             f"--tls-cert-file={pki / 'server.crt'}",
             f"--tls-private-key-file={pki / 'server.key'}",
             f"--client-ca-file={pki / 'ca.crt'}",
-            "--authorization-mode=RBAC",
+            *authorization,
             f"--service-account-issuer={ISSUER}",
             f"--service-account-key-file={pki / 'sa.pub'}",
             f"--service-account-signing-key-file={pki / 'sa.key'}",

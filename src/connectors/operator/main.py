@@ -10,6 +10,7 @@ import asyncio
 import logging
 import os
 import secrets
+import signal
 import socket
 
 import aiohttp
@@ -44,6 +45,32 @@ async def install_builtin_classes(kube: KubeClient) -> None:
             log.info("installed ConnectorClass %s", document["metadata"]["name"])
 
 
+async def acquire_unless_stopped(elector: LeaderElector) -> bool:
+    """Wait to lead; False if SIGTERM or SIGINT came first. A standby runs as PID 1 in
+    its container, where a signal without a handler is ignored: without this, every
+    rollout or drain would wait out its grace period. (Once leading, kopf handles them.)"""
+    loop = asyncio.get_running_loop()
+    acquiring = asyncio.ensure_future(elector.acquire())
+    signals: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM)
+    try:
+        for signum in signals:
+            loop.add_signal_handler(signum, acquiring.cancel)
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
+        signals = ()
+    try:
+        await acquiring
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # our caller cancelled us, not a signal
+        log.info("stopped before leading")
+        return False
+    finally:
+        for signum in signals:
+            loop.remove_signal_handler(signum)
+    return True
+
+
 async def run(config: ClusterConfig, settings: OperatorSettings) -> None:
     # kopf reports every handled event at INFO; the controller logs what matters.
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
@@ -55,7 +82,8 @@ async def run(config: ClusterConfig, settings: OperatorSettings) -> None:
                 namespace=settings.lease_namespace, name=settings.lease_name, identity=identity
             ),
         )
-        await elector.acquire()
+        if not await acquire_unless_stopped(elector):
+            return
         await install_builtin_classes(kube)
         store = KubeStore(
             kube, base_classes=builtin.builtin_classes(), retry_seconds=settings.retry_seconds

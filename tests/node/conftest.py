@@ -1,0 +1,210 @@
+"""The real node and what runs on it, shared by the node tests: the node itself
+(tests/support/node.py), the chart installed with Helm as users install it, and a
+password-protected pypiserver on the node's address, where Pods can reach it."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from connectors.standalone import localregistry
+from tests.conftest import require
+from tests.support import images, leaks, testcluster
+from tests.support import node as node_support
+from tests.support.node import Node
+from tests.support.waiting import settled
+
+ROOT = Path(__file__).parents[2]
+CHART = ROOT / "deploy" / "helm" / "connectors"
+RELEASE_NS = "connectors-system"
+COMPONENTS = ("connectors-operator", "connectors-proxy", "connectors-csi")
+
+
+@pytest.fixture(scope="package")
+def kube_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+    """A control plane and one real node, for the node tests (torn down after them, so
+    the rest of the run shares the machine with nothing of it)."""
+    missing = testcluster.missing_reason() or node_support.missing_reason()
+    require(missing is None, missing or "")
+    with node_support.running(tmp_path_factory.mktemp("node")) as node:
+        yield node
+
+
+def helm(node: Node, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(node.binaries / "helm"), "--kubeconfig", str(node.cluster.kubeconfig), *args],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+
+
+def chart_values(node: Node) -> list[str]:
+    """What an installer sets: where the image is (here: the one imported into the node)
+    and, since node-driver-registrar cannot be had here, our registrar stand-in."""
+    repository, tag = node.project_image.rsplit(":", 1)
+    return [
+        "--set", f"image.repository={repository}", "--set", f"image.tag={tag}",
+        "--set", f"csi.registrarImage={images.REGISTRAR}",
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="package")
+def chart(kube_node: Node) -> Iterator[Node]:
+    """The chart installed as docs/install.md says, every component up and answering."""
+    result = helm(
+        kube_node, "install", "connectors", str(CHART), "--namespace", RELEASE_NS,
+        "--create-namespace", "--wait", "--timeout", "180s", *chart_values(kube_node),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    settled(lambda: csi_registered(kube_node), 60, "kubelet registered connectors-csi")
+    settled(lambda: lease_holder(kube_node), 60, "an operator replica leads")
+    yield kube_node
+    save_component_logs(kube_node)
+
+
+def get(node: Node, *args: str) -> dict[str, Any]:
+    """`kubectl get ... -o json`, parsed."""
+    found: dict[str, Any] = json.loads(node.cluster.kubectl("get", *args, "-o", "json").stdout)
+    return found
+
+
+def csi_registered(node: Node) -> bool:
+    csinode = get(node, "csinode", node.access.name)
+    drivers = (csinode.get("spec") or {}).get("drivers") or []
+    return any(d.get("name") == "connectors-csi" for d in drivers)
+
+
+def lease_holder(node: Node) -> str:
+    lease = node.cluster.kubectl(
+        "get", "lease", "connectors-operator", "-n", RELEASE_NS, "-o",
+        "jsonpath={.spec.holderIdentity}", check=False,
+    )  # fmt: skip
+    return lease.stdout.strip() if lease.returncode == 0 else ""
+
+
+def pods(node: Node, namespace: str, selector: str) -> list[dict[str, Any]]:
+    found = get(node, "pods", "-n", namespace, "-l", selector)
+    return list(found["items"])
+
+
+def save_component_logs(node: Node) -> None:
+    """Every component's log, where the run's final scan looks for passwords and tokens."""
+    for component in COMPONENTS:
+        stem = component.removeprefix("connectors-")
+        for pod in pods(node, RELEASE_NS, f"app.kubernetes.io/name={component}"):
+            name = pod["metadata"]["name"]
+            logs = node.cluster.kubectl(
+                "logs", "-n", RELEASE_NS, str(name), "--all-containers", "--prefix", check=False
+            )  # fmt: skip
+            (node.workdir / f"{stem}-{name}.log").write_text(logs.stdout + logs.stderr)
+
+
+@dataclass
+class NodeRegistry:
+    """pypiserver with a password, on the node's address (Pods reach it there)."""
+
+    url: str
+    username: str
+    password: str = field(repr=False)
+    packages: Path
+
+
+@contextlib.contextmanager
+def pypiserver_on(host: str, workdir: Path) -> Iterator[NodeRegistry]:
+    username = "registry-user"
+    password = secrets.token_urlsafe(18)
+    leaks.PASSWORDS.add(password)
+    leaks.USERNAMES.add(username)
+    packages = workdir / "packages"
+    packages.mkdir(parents=True)
+    htpasswd = workdir / "htpasswd"
+    localregistry.write_htpasswd(htpasswd, username, password, "apr_md5_crypt")
+    port = localregistry.free_port(host)
+    with (workdir / "pypiserver.log").open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "pypiserver", "run", "--host", host, "--port", str(port),
+             "--passwords", str(htpasswd), "--authenticate", "update,download,list",
+             "--disable-fallback", "--hash-algo", "sha256", "--server", "auto",
+             str(packages)],
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    url = f"http://{host}:{port}"
+    try:
+        localregistry.wait_for_http(url + "/health", timeout_seconds=30, process=process)
+        yield NodeRegistry(url, username, password, packages)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="package")
+def node_registry(
+    kube_node: Node, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[NodeRegistry]:
+    with pypiserver_on(kube_node.access.ip, tmp_path_factory.mktemp("node-registry")) as r:
+        yield r
+
+
+def json_of(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(result.stdout)
+    return loaded
+
+
+def sample_sdist() -> Path:
+    """sampleproject 4.0.0's source (the seed's upload Job clones it), fetched on the host
+    once: Pods cannot reach the Internet."""
+    cache = images.CACHE / "sampleproject"
+    found = sorted(cache.glob("sampleproject-4.0.0.tar.gz"))
+    if not found:
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
+             "--no-binary=:all:", "--dest", str(cache), "sampleproject==4.0.0"],
+            check=True, timeout=300,
+        )  # fmt: skip
+        found = sorted(cache.glob("sampleproject-4.0.0.tar.gz"))
+    return found[0]
+
+
+def phase(node: Node, namespace: str, name: str) -> str:
+    return node.cluster.kubectl(
+        "get", "pod", name, "-n", namespace, "-o", "jsonpath={.status.phase}", check=False
+    ).stdout.strip()  # fmt: skip
+
+
+def run_pod(node: Node, name: str, code: str, namespace: str = "default") -> str:
+    """Python run in a throwaway Pod on the node, again until it succeeds (a Service may
+    refuse for a moment after its Pods turn Ready, until kube-proxy syncs); its output."""
+    pod = {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": namespace},
+        "spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": 1,
+                 "containers": [{"name": "c", "image": "python:3-bookworm",
+                                 "imagePullPolicy": "IfNotPresent",
+                                 "command": ["python3", "-c", code]}]},
+    }  # fmt: skip
+
+    def attempt() -> str | None:
+        node.cluster.kubectl("delete", "pod", name, "-n", namespace, "--wait", check=False)
+        node.cluster.kubectl("apply", "-f", "-", stdin=json.dumps(pod))
+        done = settled(
+            lambda: phase(node, namespace, name) in ("Succeeded", "Failed")
+            and phase(node, namespace, name),
+            60, f"pod {name} finished",
+        )  # fmt: skip
+        logs = node.cluster.kubectl("logs", name, "-n", namespace).stdout
+        return logs if done == "Succeeded" else None
+
+    logs = settled(attempt, 60, f"pod {name} succeeded")
+    node.cluster.kubectl("delete", "pod", name, "-n", namespace, "--wait=false", check=False)
+    return logs

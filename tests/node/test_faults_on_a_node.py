@@ -1,0 +1,194 @@
+"""Faults on the real node, as an operator of the cluster meets them: a Pod deleted while
+its token is still in someone's hands, a proxy replica crashing under traffic, the
+operator's leader crashing. Nothing may fail that a client's retry does not fix."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from tests.node.conftest import RELEASE_NS, NodeRegistry, get, lease_holder, phase, pods
+from tests.support import leaks, wire
+from tests.support.node import Node
+from tests.support.waiting import settled
+
+pytestmark = pytest.mark.timeout(600)
+
+NS = "node-faults"
+HOST = f"c-mirror.{NS}.svc.cluster.local"
+
+
+@dataclass
+class Faults:
+    node: Node
+    proxy_ip: str  # the shared proxy Service's ClusterIP (kube-proxy translates it)
+
+    def kubectl(self, *args: str, stdin: str | None = None) -> str:
+        return self.node.cluster.kubectl(*args, stdin=stdin).stdout
+
+    def status(self, token: str) -> int:
+        """One client request for the connector's index, through the Service."""
+        reply = wire.request(
+            "GET", f"http://{self.proxy_ip}/simple/", headers={"Host": HOST, **wire.basic(token)}
+        )  # fmt: skip
+        return reply.status
+
+
+def connector(name: str, registry: NodeRegistry) -> str:
+    return "\n---\n".join([
+        json.dumps({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/basic-auth",
+                    "metadata": {"name": f"{name}-secret"},
+                    "stringData": {"username": registry.username,
+                                   "password": registry.password}}),
+        json.dumps({"apiVersion": "connectors.alauda.io/v1alpha1", "kind": "Connector",
+                    "metadata": {"name": name},
+                    "spec": {"connectorClassName": "pypi", "address": registry.url,
+                             "auth": {"name": "basicAuth",
+                                      "secretRef": {"name": f"{name}-secret"}}}}),
+    ])  # fmt: skip
+
+
+def ready(faults: Faults, name: str) -> bool:
+    found = json.loads(faults.kubectl("get", "connector", name, "-n", NS, "-o", "json"))
+    conditions = (found.get("status") or {}).get("conditions") or []
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
+def client_pod(name: str) -> str:
+    """A Pod holding the connector's pip.conf the seed's way, doing nothing else."""
+    return json.dumps({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+        "spec": {"terminationGracePeriodSeconds": 1, "containers": [{
+            "name": "c", "image": "python:3-bookworm", "imagePullPolicy": "IfNotPresent",
+            "command": ["sleep", "3600"],
+            "volumeMounts": [{"name": "pipconf", "mountPath": "/root/.pip/pip.conf",
+                              "subPath": "pip.conf"}]}],
+            "volumes": [{"name": "pipconf", "csi": {
+                "driver": "connectors-csi", "readOnly": True,
+                "volumeAttributes": {"connector.name": "mirror",
+                                     "configuration.names": "pipconf"}}}]},
+    })  # fmt: skip
+
+
+def token_of(faults: Faults, pod: str) -> str:
+    faults.kubectl("apply", "-n", NS, "-f", "-", stdin=client_pod(pod))
+    settled(lambda: phase(faults.node, NS, pod) == "Running", 90, f"pod {pod} Running")
+    pip_conf = faults.kubectl("exec", pod, "-n", NS, "--", "cat", "/root/.pip/pip.conf")
+    leaks.record(f"node: {pod} pip.conf", pip_conf)
+    found = re.search(r"index-url = http://[^:]+:([^@]+)@", pip_conf)
+    assert found, pip_conf
+    return found.group(1)
+
+
+@pytest.fixture(scope="module")
+def faults(chart: Node, node_registry: NodeRegistry) -> Iterator[Faults]:
+    service = get(chart, "service", "connectors-proxy", "-n", RELEASE_NS)
+    told = Faults(chart, str(service["spec"]["clusterIP"]))
+    chart.cluster.kubectl("create", "namespace", NS)
+    told.kubectl("apply", "-n", NS, "-f", "-", stdin=connector("mirror", node_registry))
+    settled(lambda: ready(told, "mirror"), 60, "Connector mirror Ready")
+    yield told
+    chart.cluster.kubectl("delete", "namespace", NS, "--wait=false", check=False)
+
+
+def test_a_deleted_pods_token_is_refused(faults: Faults):
+    token = token_of(faults, "holder")
+    # A new Service may refuse for a moment until kube-proxy syncs: ask until it answers.
+    assert settled(lambda: faults.status(token) == 200, 30, "the holder's token works")
+    faults.kubectl("delete", "pod", "holder", "-n", NS, "--grace-period=1")
+    # Within the proxy's decision cache (10 s), the token of a Pod that is gone stops.
+    assert settled(lambda: faults.status(token) == 401, 30, "the token refused")
+
+
+def container_id(pod: dict[str, Any]) -> str:
+    statuses = pod["status"]["containerStatuses"]
+    return str(statuses[0]["containerID"]).removeprefix("containerd://")
+
+
+def crash(node: Node, pod: dict[str, Any]) -> None:
+    """SIGKILL the Pod's container, as a crash would (kubelet restarts it)."""
+    node.ctr("tasks", "kill", "--signal", "SIGKILL", container_id(pod))
+
+
+def test_a_proxy_replica_crashing_under_traffic_costs_nothing_a_retry_does_not_fix(
+    faults: Faults,
+):
+    token = token_of(faults, "client")
+    settled(lambda: faults.status(token) == 200, 30, "the client's token works")
+    first_tries: list[int] = []
+    unrecovered: list[str] = []
+    stop = threading.Event()
+
+    def traffic() -> None:
+        while not stop.is_set():
+            for attempt in range(20):
+                try:
+                    status = faults.status(token)
+                except OSError as exc:
+                    status = -1
+                    last = str(exc)
+                else:
+                    last = str(status)
+                if attempt == 0:
+                    first_tries.append(status)
+                if status == 200:
+                    break
+                time.sleep(0.25)
+            else:
+                unrecovered.append(last)
+
+    worker = threading.Thread(target=traffic)
+    worker.start()
+    try:
+        settled(lambda: len(first_tries) >= 20, 30, "traffic flowing")
+        victim = pods(faults.node, RELEASE_NS, "app.kubernetes.io/name=connectors-proxy")[0]
+        crash(faults.node, victim)
+        settled(
+            lambda: all(
+                p["status"]["containerStatuses"][0]["restartCount"] >= 1
+                for p in pods(faults.node, RELEASE_NS, "app.kubernetes.io/name=connectors-proxy")
+                if p["metadata"]["name"] == victim["metadata"]["name"]
+            )
+            and len(ready_proxies(faults)) == 2,
+            90, "the crashed proxy restarted and Ready",
+        )  # fmt: skip
+        seen = len(first_tries)
+        settled(lambda: len(first_tries) >= seen + 20, 30, "traffic after the restart")
+    finally:
+        stop.set()
+        worker.join(timeout=60)
+    assert unrecovered == []
+    assert first_tries.count(200) >= 40
+    print(f"\n{len(first_tries)} requests, {len(first_tries) - first_tries.count(200)} "
+          "needed a retry")  # fmt: skip
+
+
+def ready_proxies(faults: Faults) -> list[str]:
+    return [
+        str(p["metadata"]["name"])
+        for p in pods(faults.node, RELEASE_NS, "app.kubernetes.io/name=connectors-proxy")
+        if all(s["ready"] for s in p["status"].get("containerStatuses", []))
+    ]
+
+
+def test_the_operator_leader_crashing_hands_over_and_connectors_still_reconcile(
+    faults: Faults, node_registry: NodeRegistry
+):
+    before = lease_holder(faults.node)
+    operators = pods(faults.node, RELEASE_NS, "app.kubernetes.io/name=connectors-operator")
+    (leader,) = [p for p in operators if before.startswith(p["metadata"]["name"])]
+    crash(faults.node, leader)
+    after = settled(
+        lambda: (holder := lease_holder(faults.node)) not in ("", before) and holder,
+        60, "another identity holding the operator Lease",
+    )  # fmt: skip
+    assert after != before
+    faults.kubectl("apply", "-n", NS, "-f", "-", stdin=connector("after-crash", node_registry))
+    assert settled(lambda: ready(faults, "after-crash"), 60, "a new Connector Ready")
