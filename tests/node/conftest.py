@@ -4,19 +4,17 @@ password-protected pypiserver on the node's address, where Pods can reach it."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from connectors.standalone import localregistry
+from connectors.standalone.localregistry import LocalRegistry
 from tests.conftest import require
 from tests.support import images, leaks, testcluster
 from tests.support import node as node_support
@@ -107,54 +105,19 @@ def save_component_logs(node: Node) -> None:
             (node.workdir / f"{stem}-{name}.log").write_text(logs.stdout + logs.stderr)
 
 
-@dataclass
-class NodeRegistry:
-    """pypiserver with a password, on the node's address (Pods reach it there)."""
-
-    url: str
-    username: str
-    password: str = field(repr=False)
-    packages: Path
-
-
-@contextlib.contextmanager
-def pypiserver_on(host: str, workdir: Path) -> Iterator[NodeRegistry]:
-    username = "registry-user"
-    password = secrets.token_urlsafe(18)
-    leaks.PASSWORDS.add(password)
-    leaks.USERNAMES.add(username)
-    packages = workdir / "packages"
-    packages.mkdir(parents=True)
-    htpasswd = workdir / "htpasswd"
-    localregistry.write_htpasswd(htpasswd, username, password, "apr_md5_crypt")
-    port = localregistry.free_port(host)
-    with (workdir / "pypiserver.log").open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "pypiserver", "run", "--host", host, "--port", str(port),
-             "--passwords", str(htpasswd), "--authenticate", "update,download,list",
-             "--disable-fallback", "--hash-algo", "sha256", "--server", "auto",
-             str(packages)],
-            stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    url = f"http://{host}:{port}"
-    try:
-        localregistry.wait_for_http(url + "/health", timeout_seconds=30, process=process)
-        yield NodeRegistry(url, username, password, packages)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 @pytest.fixture(scope="package")
 def node_registry(
     kube_node: Node, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[NodeRegistry]:
-    with pypiserver_on(kube_node.access.ip, tmp_path_factory.mktemp("node-registry")) as r:
-        yield r
+) -> Iterator[LocalRegistry]:
+    """pypiserver with a password on the node's address, where Pods reach it."""
+    with localregistry.pypiserver(
+        tmp_path_factory.mktemp("node-registry"),
+        host=kube_node.access.ip,
+        hash_scheme="apr_md5_crypt",
+    ) as registry:
+        leaks.PASSWORDS.add(registry.password)
+        leaks.USERNAMES.add(registry.username)
+        yield registry
 
 
 def json_of(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:

@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.node.conftest import RELEASE_NS, NodeRegistry, get, lease_holder, phase, pods
+from connectors.standalone.localregistry import LocalRegistry
+from tests.node.conftest import RELEASE_NS, get, lease_holder, phase, pods
 from tests.support import leaks, wire
 from tests.support.node import Node
 from tests.support.waiting import settled
@@ -41,7 +42,7 @@ class Faults:
         return reply.status
 
 
-def connector(name: str, registry: NodeRegistry) -> str:
+def connector(name: str, registry: LocalRegistry) -> str:
     return "\n---\n".join([
         json.dumps({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/basic-auth",
                     "metadata": {"name": f"{name}-secret"},
@@ -88,7 +89,7 @@ def token_of(faults: Faults, pod: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def faults(chart: Node, node_registry: NodeRegistry) -> Iterator[Faults]:
+def faults(chart: Node, node_registry: LocalRegistry) -> Iterator[Faults]:
     service = get(chart, "service", "connectors-proxy", "-n", RELEASE_NS)
     told = Faults(chart, str(service["spec"]["clusterIP"]))
     chart.cluster.kubectl("create", "namespace", NS)
@@ -179,7 +180,7 @@ def ready_proxies(faults: Faults) -> list[str]:
 
 
 def test_the_operator_leader_crashing_hands_over_and_connectors_still_reconcile(
-    faults: Faults, node_registry: NodeRegistry
+    faults: Faults, node_registry: LocalRegistry
 ):
     before = lease_holder(faults.node)
     operators = pods(faults.node, RELEASE_NS, "app.kubernetes.io/name=connectors-operator")

@@ -24,7 +24,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.node.conftest import NodeRegistry, sample_sdist
+from connectors.standalone.localregistry import LocalRegistry
+from tests.node.conftest import sample_sdist
 from tests.support import leaks, seed
 from tests.support.node import Node
 from tests.support.waiting import settled
@@ -42,7 +43,7 @@ pytestmark = pytest.mark.timeout(600)
 @dataclass
 class Story:
     node: Node
-    registry: NodeRegistry
+    registry: LocalRegistry
     rendered: list[str] = field(default_factory=list)
 
     def kubectl(self, *args: str, stdin: str | None = None, check: bool = True) -> str:
@@ -54,7 +55,7 @@ class Story:
 
 
 @pytest.fixture(scope="module")
-def story(chart: Node, node_registry: NodeRegistry) -> Iterator[Story]:
+def story(chart: Node, node_registry: LocalRegistry) -> Iterator[Story]:
     """Steps 1 and 2: the namespace, the Secret and the Connector."""
     told = Story(chart, node_registry)
     told.kubectl("create", "ns", NS)  # the seed's own command

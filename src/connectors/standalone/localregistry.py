@@ -77,8 +77,9 @@ def pypiserver(
     password: str | None = None,
     port: int | None = None,
     hash_scheme: str = "sha256_crypt",
+    host: str = "127.0.0.1",
 ) -> Iterator[LocalRegistry]:
-    """Run pypiserver on a loopback port (a free one unless given), authenticating list,
+    """Run pypiserver on a port of `host` (a free one unless given), authenticating list,
     download and upload. `hash_scheme` is the htpasswd scheme: sha256_crypt costs the
     registry about 0.3 s per authenticated request here; apr_md5_crypt about 1 ms."""
     password = password or secrets.token_urlsafe(18)
@@ -86,7 +87,7 @@ def pypiserver(
     packages.mkdir(parents=True, exist_ok=True)
     htpasswd = workdir / "htpasswd"
     write_htpasswd(htpasswd, username, password, hash_scheme)
-    port = port or free_port()
+    port = port or free_port(host)
     log_file = workdir / "pypiserver.log"
     command = [
         sys.executable,
@@ -94,7 +95,7 @@ def pypiserver(
         "pypiserver",
         "run",
         "--host",
-        "127.0.0.1",
+        host,
         "--port",
         str(port),
         "--passwords",
@@ -111,7 +112,7 @@ def pypiserver(
     with log_file.open("wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     try:
-        url = f"http://127.0.0.1:{port}"
+        url = f"http://{host}:{port}"
         wait_for_http(url + "/health", timeout_seconds=30, process=process)
         yield LocalRegistry(
             url=url, username=username, password=password, packages=packages, log_file=log_file
