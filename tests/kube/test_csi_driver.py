@@ -32,47 +32,20 @@ NS = seed.NAMESPACE
 HOST = "c-pypi-connector.connectors-pypi-demo.svc.cluster.local"
 PROXY_URL = f"http://{HOST}"
 
-# The seed's inspect-pypi-deploy Pod, as applied in its "under the hood" section.
-SEED_POD = """\
-apiVersion: v1
-kind: Pod
-metadata:
-  name: {name}
-spec:
-  restartPolicy: Never
-  serviceAccountName: {account}
-  containers:
-  - name: pip
-    image: docker-mirrors.alauda.cn/library/python:3-bookworm
-    command: ["sleep", "3600"]
-    volumeMounts:
-    - name: pipconf
-      mountPath: /root/.pip/pip.conf
-      subPath: pip.conf
-    - name: pypirc
-      mountPath: /root/.pypirc
-      subPath: .pypirc
-  volumes:
-  - name: pipconf
-    csi:
-      readOnly: true
-      driver: connectors-csi
-      volumeAttributes:
-        connector.name: "pypi-connector"
-        configuration.names: "pipconf"{extra}
-  - name: pypirc
-    csi:
-      readOnly: true
-      driver: connectors-csi
-      volumeAttributes:
-        connector.name: "pypi-connector"
-        configuration.names: "pypirc"{extra}
-"""
-
 
 def seed_pod(name: str, account: str = "default", token_expiration: str = "") -> str:
-    extra = f'\n        token.expiration: "{token_expiration}"' if token_expiration else ""
-    return SEED_POD.format(name=name, account=account, extra=extra)
+    """The seed's inspect-pypi-deploy Pod, as its "under the hood" section applies it,
+    under another name and ServiceAccount, optionally with a token lifetime."""
+    extra = f'\ntoken.expiration: "{token_expiration}"' if token_expiration else ""
+    return seed.replace_lines(
+        seed.INSPECT,
+        {
+            "name: inspect-pypi-deploy": f"name: {name}",
+            "restartPolicy: Never": f"restartPolicy: Never\nserviceAccountName: {account}",
+            'configuration.names: "pipconf"': f'configuration.names: "pipconf"{extra}',
+            'configuration.names: "pypirc"': f'configuration.names: "pypirc"{extra}',
+        },
+    )
 
 
 def claims(token: str) -> dict[str, Any]:
