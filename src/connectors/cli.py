@@ -21,7 +21,7 @@ from typing import Any
 from connectors.api import crds
 from connectors.api.errors import ConnectorsError
 from connectors.api.resources import DEFAULT_NAMESPACE
-from connectors.auth import kubeauth, tokens
+from connectors.auth import audiences, kubeauth, tokens
 from connectors.kube import client as kube_client
 from connectors.kube import config as kube_config
 from connectors.kube import install
@@ -71,6 +71,15 @@ def _add_upstream_timeout(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         help="shorthand: sets both the first-byte and the idle timeout",
+    )
+
+
+def _add_workload_audience(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--workload-audience",
+        default=audiences.WORKLOAD,
+        help="the audience of the Pod tokens kubelet hands the CSI driver (the CSIDriver's "
+        "tokenRequests); the proxy accepts it for every connector, in Pod-bound tokens only",
     )
 
 
@@ -255,6 +264,7 @@ def _add_cluster_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
         help="namespace: a connector's own namespace's ServiceAccounts may use it, others need "
         "RBAC; rbac: everyone needs RBAC (get to download, create connectors/proxy to upload)",
     )
+    _add_workload_audience(prx)
 
     csi = sub.add_parser("csi", help="the CSI node plugin that mounts client files into pods")
     csi.add_argument("--endpoint", required=True, help="unix:///path/to/csi.sock")
@@ -266,16 +276,19 @@ def _add_cluster_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
         "--state-dir", type=Path, default=Path("/var/lib/connectors-csi"), help="per-volume records"
     )
     csi.add_argument("--cluster-domain", default="cluster.local")
+    _add_workload_audience(csi)
     csi.add_argument(
-        "--api-audience",
-        default="https://kubernetes.default.svc.cluster.local",
-        help="the API server's audience, put first in every token",
+        "--mint-tokens",
+        action="store_true",
+        help="mint tokens with TokenRequest when kubelet hands none over or a volume asks "
+        "for a shorter token.expiration (needs create on serviceaccounts/token: see "
+        "docs/security.md)",
     )
     csi.add_argument(
         "--refresh-fraction",
         type=float,
         default=0.8,
-        help="share of a token's life after which a republish fetches a new one",
+        help="share of a minted token's life after which a republish mints a new one",
     )
 
     inst = sub.add_parser("install", help="install cluster-wide definitions into a cluster")
@@ -392,6 +405,7 @@ def _proxy(args: argparse.Namespace) -> int:
         cluster_domain=args.cluster_domain,
         decision_ttl_seconds=args.decision_ttl,
         authorization=args.authorization,
+        workload_audience=args.workload_audience,
         forward=_forward_settings(args),
         clients=_client_limits(args),
         tls_cert_file=args.tls_cert_file,
@@ -411,9 +425,10 @@ def _csi(args: argparse.Namespace) -> int:
         endpoint=args.endpoint,
         node_id=args.node_id,
         state_dir=args.state_dir,
-        api_audience=args.api_audience,
+        workload_audience=args.workload_audience,
         cluster_domain=args.cluster_domain,
         refresh_fraction=args.refresh_fraction,
+        mint_tokens=args.mint_tokens,
     )
     config = kube_config.load(args.kubeconfig)
     asyncio.run(_until_signalled(lambda stop: csi_server.run(config, options, stop)))

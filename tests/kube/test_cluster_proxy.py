@@ -18,6 +18,7 @@ import pytest
 
 from connectors.api import manifests
 from connectors.api.resources import Connector
+from connectors.auth import audiences
 from connectors.classes.builtin import builtin_classes
 from connectors.proxy import routing
 from connectors.rendering import render
@@ -395,6 +396,26 @@ def test_a_status_naming_another_audience_cannot_open_the_proxy_to_other_tokens(
         ).status
         == 200
     )
+
+
+def test_the_workload_audience_opens_every_connector_only_in_a_pod_bound_token(setup: Setup):
+    # What kubelet mints for the CSI driver: one audience for every connector, the
+    # ServiceAccount's grants still deciding, and the token dying with its Pod.
+    def workload_token(*bound: str) -> str:
+        return setup.cluster.kubectl(
+            "create", "token", "reader", "-n", NS, f"--audience={audiences.WORKLOAD}", *bound
+        ).stdout.strip()  # fmt: skip
+
+    bound = workload_token("--bound-object-kind=Pod", "--bound-object-name=pod-reader")
+    assert wire.request("GET", setup.base() + "/simple/", headers=wire.basic(bound)).status == 200
+    # The same token at the same-named connector of another namespace: reader has no grant.
+    elsewhere = wire.request("GET", setup.base(OTHER_NS) + "/simple/", headers=wire.basic(bound))
+    assert elsewhere.status == 403
+    unbound = wire.request(
+        "GET", setup.base() + "/simple/", headers=wire.basic(workload_token())
+    )  # fmt: skip
+    assert unbound.status == 401
+    assert "must be bound to a Pod" in unbound.body.decode()
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,7 @@
 """`connectors csi` against a real API server, driven over real gRPC: csi-sanity, then the
-seed's steps 3 and 4 with a kubelet stand-in, real pip and twine in a Pod-like network
-namespace that resolves the seed's Service names, and token refresh under a reader."""
+seed's steps 3 and 4 with a kubelet stand-in (handing over Pod tokens as kubelet does),
+real pip and twine in a Pod-like network namespace that resolves the seed's Service names,
+renewed tokens written into the same inode, and the opt-in minting of tokens."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import configparser
 import json
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,13 +19,15 @@ from typing import Any
 import grpc
 import pytest
 
+from connectors.auth import audiences
+from connectors.csi import memoryfs
 from connectors.standalone.demo import client_environment
 from connectors.standalone.localregistry import LocalRegistry
 from tests.conftest import require
 from tests.support import leaks, netns, seed, testcluster, wire
 from tests.support.components import DEPLOY, ComponentProcess, OperatorProcess, wait_for
 from tests.support.kubelet import KubeletStandIn
-from tests.support.testcluster import ISSUER, TestCluster
+from tests.support.testcluster import TestCluster
 from tests.support.wheels import make_wheel
 
 NS = seed.NAMESPACE
@@ -69,6 +71,7 @@ class Node:
     registry: LocalRegistry
     proxy: ComponentProcess
     driver: ComponentProcess
+    workdir: Path
 
     def in_pod(self, argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
@@ -85,7 +88,7 @@ def start_driver(
     driver = ComponentProcess(
         cluster, workdir, "csi", "connectors-csi", DEPLOY / "csi" / "rbac.yaml",
         "--endpoint", f"unix://{socket}", "--node-id", "node-1",
-        "--state-dir", str(workdir / "state"), "--api-audience", ISSUER, *extra,
+        "--state-dir", str(workdir / "state"), *extra,
     ).start()  # fmt: skip
     deadline = time.monotonic() + 20
     while not socket.exists():
@@ -123,7 +126,7 @@ def node(
     try:
         wait_for(cluster, NS, "pypi-connector")
         kubelet = KubeletStandIn(cluster, socket, workdir / "kubelet")
-        yield Node(cluster, kubelet, socket, network, pypi_registry, proxy, driver)
+        yield Node(cluster, kubelet, socket, network, pypi_registry, proxy, driver, workdir)
         kubelet.close()
     finally:
         cluster.kubectl("delete", "namespace", NS, "--wait=true", "--timeout=60s", check=False)
@@ -179,7 +182,7 @@ def test_seed_pod_volumes_hold_the_seeds_files_with_a_pod_bound_token(node: Node
         f"password = {other}\n"
     )
     body = claims(token)
-    assert body["aud"] == [ISSUER, PROXY_URL]
+    assert body["aud"] == [audiences.WORKLOAD]  # kubelet's token: not the API server's
     assert body["sub"] == f"system:serviceaccount:{NS}:default"
     assert body["exp"] - body["iat"] == 1800
     pod = node.kubelet.pod(NS, "inspect-pypi-deploy")
@@ -188,6 +191,10 @@ def test_seed_pod_volumes_hold_the_seeds_files_with_a_pod_bound_token(node: Node
         "uid": pod["metadata"]["uid"],
     }
     assert node.registry.password not in pip_conf.read_text() + pypirc.read_text()
+    assert memoryfs.is_memory_backed(mounted["pipconf"])
+    assert memoryfs.is_memory_backed(mounted["pypirc"])
+    records = "".join(p.read_text() for p in (node.workdir / "state").rglob("*.json"))
+    assert records and token not in records  # the driver's disk holds no token
 
 
 def test_twine_upload_and_pip_install_through_the_proxy_with_the_mounted_files(
@@ -235,6 +242,7 @@ def test_the_token_dies_with_its_pod_and_unpublish_removes_everything(node: Node
     assert wire.request("GET", url, headers=headers).status == 200
     node.kubelet.unpublish(NS, "short-lived")
     assert not mounted["pipconf"].exists() and not mounted["pypirc"].exists()
+    assert not memoryfs.is_memory_backed(mounted["pipconf"])
     node.cluster.kubectl("delete", "pod", "short-lived", "-n", NS, "--wait=true")
     deadline = time.monotonic() + 40
     while wire.request("GET", url, headers=headers).status == 200:
@@ -258,6 +266,9 @@ CONNECTOR = {"connector.name": "pypi-connector"}
          "has no configuration 'gradle'"),
         ({**CONNECTOR, "configuration.names": "pipconf", "token.expiration": "1m"},
          INVALID, "between 10m and 24h"),
+        ({**CONNECTOR, "configuration.names": "pipconf", "token.expiration": "10m"},
+         grpc.StatusCode.FAILED_PRECONDITION,
+         "shorter than the 1800 s tokens kubelet issues for this driver"),
     ],
 )  # fmt: skip
 def test_bad_volume_attributes_get_the_right_grpc_code(
@@ -290,46 +301,84 @@ def test_a_connector_that_is_not_ready_is_failed_precondition(node: Node):
     assert "not Ready (ConnectionFailed" in str(caught.value.details())
 
 
-def test_republish_refreshes_the_token_while_readers_always_see_whole_files(
+def test_a_renewed_token_reaches_the_inode_a_subpath_mount_holds_and_still_opens_the_proxy(
+    node: Node,
+):
+    node.cluster.kubectl("apply", "-n", NS, "-f", "-", stdin=seed_pod("renewing"))
+    pip_conf = node.kubelet.publish(NS, "renewing")["pipconf"] / "pip.conf"
+    first = pip_conf_token(pip_conf)
+    with pip_conf.open() as pinned:  # what kubelet bind-mounts for subPath: this inode
+        stamp = pip_conf.stat().st_mtime_ns
+        node.kubelet.republish(NS, "renewing")  # the same token: nothing is rewritten
+        assert pip_conf.stat().st_mtime_ns == stamp
+        node.kubelet.renew_tokens()
+        node.kubelet.republish(NS, "renewing")
+        renewed = pip_conf_token(pip_conf)
+        assert renewed != first
+        assert renewed in pinned.read()
+    url = f"http://{netns.HOST_ADDRESS}/simple/"
+    reply = wire.request("GET", url, headers={"Host": HOST, **wire.basic(renewed)})
+    assert reply.status == 200
+
+
+def test_without_a_token_from_kubelet_or_the_right_to_mint_a_publish_says_what_is_missing(
     node: Node, tmp_path: Path
 ):
-    # A second driver whose tokens are due for refresh after 0.2% of their 10-minute life.
+    node.cluster.kubectl("apply", "-n", NS, "-f", "-", stdin=seed_pod("tokenless"))
+    kubelet = KubeletStandIn(node.cluster, node.socket, tmp_path, token_requests=[])
+    try:
+        with pytest.raises(grpc.RpcError) as caught:
+            kubelet.publish(NS, "tokenless")
+    finally:
+        kubelet.close()
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "must list it in spec.tokenRequests" in str(caught.value.details())
+
+
+def mint_permission(cluster: TestCluster, allowed: bool) -> None:
+    """The chart's CSI RBAC, rendered with csi.mintTokens as given, applied."""
+    binaries = testcluster.testbin()
+    assert binaries is not None
+    rendered = subprocess.run(
+        [str(binaries / "helm"), "template", "connectors", str(DEPLOY / "helm" / "connectors"),
+         "--namespace", "connectors-system", "--kube-version", "1.36.0",
+         "--show-only", "templates/csi-rbac.yaml",
+         "--set", f"csi.mintTokens={'true' if allowed else 'false'}"],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout  # fmt: skip
+    cluster.kubectl("apply", "-f", "-", stdin=rendered)
+
+
+def test_a_driver_allowed_to_mint_honours_a_shorter_token_expiration_and_renews_it(
+    node: Node, tmp_path: Path
+):
+    # A second driver that may mint (the chart's csi.mintTokens), whose minted tokens are
+    # due for renewal after 0.2% of their 10-minute life.
     socket = tmp_path / "fast" / "csi.sock"
-    fast = start_driver(node.cluster, tmp_path, socket, "--refresh-fraction", "0.002")
+    fast = start_driver(
+        node.cluster, tmp_path, socket, "--mint-tokens", "--refresh-fraction", "0.002"
+    )  # fmt: skip
+    mint_permission(node.cluster, allowed=True)  # after the start, which applies the default
     kubelet = KubeletStandIn(node.cluster, socket, tmp_path / "kubelet")
     try:
         node.cluster.kubectl("create", "serviceaccount", "refresher", "-n", NS)
         node.cluster.kubectl(
-            "apply",
-            "-n",
-            NS,
-            "-f",
-            "-",
+            "apply", "-n", NS, "-f", "-",
             stdin=seed_pod("refreshing", "refresher", token_expiration="10m"),
-        )
+        )  # fmt: skip
         pip_conf = kubelet.publish(NS, "refreshing")["pipconf"] / "pip.conf"
-        seen: set[str] = set()
-        problems: list[str] = []
-        stop = threading.Event()
-
-        def read() -> None:
-            while not stop.is_set():
-                try:
-                    seen.add(pip_conf_token(pip_conf))
-                except Exception as exc:  # any failure to read a whole file is the finding
-                    problems.append(repr(exc))
-
-        reader = threading.Thread(target=read)
-        reader.start()
-        try:
-            for _ in range(4):
+        body = claims(pip_conf_token(pip_conf))
+        assert body["exp"] - body["iat"] == 600
+        assert body["aud"] == [PROXY_URL]  # minted for this connector alone
+        seen = {pip_conf_token(pip_conf)}
+        with pip_conf.open() as pinned:
+            for _ in range(3):
                 time.sleep(1.5)
                 kubelet.republish(NS, "refreshing")
-        finally:
-            stop.set()
-            reader.join()
-        assert problems == []
-        assert len(seen) >= 4  # the first token and at least three refreshed ones
+                seen.add(pip_conf_token(pip_conf))
+            pinned.seek(0)
+            assert pip_conf_token(pip_conf) in pinned.read()
+        assert len(seen) == 4  # the first token and three renewed ones
 
         # With no token to be had (its ServiceAccount is gone), a republish keeps the old
         # files and still answers OK, so kubelet does not tear the mount down.
@@ -338,7 +387,8 @@ def test_republish_refreshes_the_token_while_readers_always_see_whole_files(
         time.sleep(1.5)
         kubelet.republish(NS, "refreshing")
         assert pip_conf.read_text() == before
-        assert "cannot refresh its token now" in fast.log()
+        assert "cannot refresh its files now" in fast.log()
     finally:
         kubelet.close()
         fast.stop()
+        mint_permission(node.cluster, allowed=False)

@@ -5,29 +5,75 @@ It does what kubelet does for a Pod's inline CSI volumes and nothing else: for e
 `csi` volume of the Pod object (read from the real API server) it calls
 NodePublishVolume over real gRPC on the driver's socket, with the volume id, target path,
 capability and volume context kubelet would send (the volume's attributes, the Pod's
-name, namespace, uid and ServiceAccount for `podInfoOnMount`, and the ephemeral flag);
-`republish` repeats the call as kubelet does for `requiresRepublish`; `unpublish` calls
-NodeUnpublishVolume. The target path follows kubelet's layout under a root directory.
+name, namespace, uid and ServiceAccount for `podInfoOnMount`, the ephemeral flag, and
+the Pod's tokens for the audiences the shipped CSIDriver lists in `tokenRequests`, minted
+bound to the Pod as kubelet mints them); `republish` repeats the call as kubelet does for
+`requiresRepublish`, with the same tokens until `renew_tokens` (kubelet renews at 80% of
+their life); `unpublish` calls NodeUnpublishVolume. The target path follows kubelet's
+layout under a root directory.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import grpc
+import yaml
 
 from connectors.csi.proto import csi_pb2, csi_pb2_grpc
 from tests.support.testcluster import TestCluster
 
+CSIDRIVER = Path(__file__).parents[2] / "deploy" / "csi" / "csidriver.yaml"
+
+
+def shipped_token_requests() -> list[tuple[str, int]]:
+    """(audience, expirationSeconds) of each tokenRequest of the CSIDriver we ship."""
+    spec = yaml.safe_load(CSIDRIVER.read_text())["spec"]
+    return [(r["audience"], int(r["expirationSeconds"])) for r in spec.get("tokenRequests", [])]
+
 
 class KubeletStandIn:
-    def __init__(self, cluster: TestCluster, socket: Path, root: Path) -> None:
+    def __init__(
+        self,
+        cluster: TestCluster,
+        socket: Path,
+        root: Path,
+        token_requests: list[tuple[str, int]] | None = None,
+    ) -> None:
         self.cluster = cluster
         self.root = root
+        self.token_requests = shipped_token_requests() if token_requests is None else token_requests
         self.channel = grpc.insecure_channel(f"unix://{socket}")
         self.node = csi_pb2_grpc.NodeStub(self.channel)
+        self._tokens: dict[str, str] = {}  # pod uid -> the serviceAccount.tokens JSON
+
+    def renew_tokens(self) -> None:
+        """Forget the tokens handed over, as kubelet does once they near their expiry."""
+        self._tokens.clear()
+
+    def pod_tokens(self, pod: dict[str, Any]) -> str:
+        metadata = pod["metadata"]
+        uid = metadata["uid"]
+        if uid not in self._tokens:
+            tokens = {}
+            for audience, seconds in self.token_requests:
+                token = self.cluster.kubectl(
+                    "create", "token", pod["spec"].get("serviceAccountName", "default"),
+                    "-n", metadata["namespace"], f"--audience={audience}",
+                    f"--duration={seconds}s", "--bound-object-kind=Pod",
+                    f"--bound-object-name={metadata['name']}", f"--bound-object-uid={uid}",
+                ).stdout.strip()  # fmt: skip
+                body = token.split(".")[1]
+                claims = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+                expires = datetime.fromtimestamp(claims["exp"], UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+                tokens[audience] = {"token": token, "expirationTimestamp": expires}
+            self._tokens[uid] = json.dumps(tokens)
+        return self._tokens[uid]
 
     def close(self) -> None:
         self.channel.close()
@@ -56,6 +102,8 @@ class KubeletStandIn:
                 pod["spec"].get("serviceAccountName", "default"),
             "csi.storage.k8s.io/ephemeral": "true",
         })  # fmt: skip
+        if self.token_requests:
+            context["csi.storage.k8s.io/serviceAccount.tokens"] = self.pod_tokens(pod)
         digest = hashlib.sha256(f"{metadata['uid']}{volume['name']}".encode()).hexdigest()
         capability = csi_pb2.VolumeCapability(
             mount=csi_pb2.VolumeCapability.MountVolume(),

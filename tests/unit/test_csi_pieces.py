@@ -1,16 +1,18 @@
-"""The CSI driver's pure parts: committed stubs match the .proto, volume attributes parse
-as documented, and the atomic writer never leaves a reader without a whole file."""
+"""The CSI driver's own parts: committed stubs match the .proto, volume attributes parse
+as documented, files live on a tmpfs of their own and are rewritten in place (the inode a
+`subPath` mount pinned sees every new token) without a reader ever seeing a broken file."""
 
 from __future__ import annotations
 
 import filecmp
 import subprocess
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from connectors.csi import atomic, volume
+from connectors.csi import files, memoryfs, volume
 
 ROOT = Path(__file__).parents[2]
 POD = {
@@ -40,7 +42,7 @@ def test_the_seeds_attributes_parse_with_the_defaults():
     )
     assert parsed.connectors == (("demo", "pypi-connector"),)
     assert parsed.configurations == ("pipconf",)
-    assert parsed.token_seconds == 1800
+    assert parsed.token_seconds is None  # whatever kubelet issues
     assert not parsed.per_connector_directories
 
 
@@ -73,51 +75,92 @@ def test_bad_attributes_say_what_to_fix(context: dict[str, str], message: str):
         volume.parse(context)
 
 
-def test_files_are_read_only_and_reached_through_the_current_generation(tmp_path: Path):
-    atomic.write(tmp_path / "t", {"pip.conf": "one\n", "sub/.pypirc": "two\n"})
-    target = tmp_path / "t"
-    assert (target / "pip.conf").read_text() == "one\n"
-    assert (target / "sub" / ".pypirc").read_text() == "two\n"
-    assert (target / "pip.conf").stat().st_mode & 0o777 == 0o444
-    assert (target / "pip.conf").is_symlink()
-    atomic.write(target, {"pip.conf": "three\n"})
-    assert sorted(p.name for p in target.iterdir() if not p.name.startswith("..")) == ["pip.conf"]
-    atomic.write(target, {"pip.conf": "four\n"})
-    generations = [p for p in target.iterdir() if p.name.startswith("..20")]
-    assert len(generations) == 2  # the current one and the one before, no more
-    atomic.remove(target)
-    assert not target.exists()
+@pytest.fixture
+def memory_target(tmp_path: Path) -> Iterator[Path]:
+    target = tmp_path / "mount"
+    memoryfs.mount(target)
+    yield target
+    memoryfs.unmount(target)
 
 
-@pytest.mark.parametrize("name", ["../escape", "/etc/passwd", "..data", "a/../../b", ""])
+def test_a_volume_is_a_bounded_tmpfs_until_it_is_unmounted(tmp_path: Path):
+    target = tmp_path / "pods" / "uid" / "mount"
+    memoryfs.mount(target)
+    try:
+        assert memoryfs.is_memory_backed(target)
+        memoryfs.mount(target)  # a second publish mounts nothing more
+        mounts = Path("/proc/self/mounts").read_text().splitlines()
+        (line,) = [m for m in mounts if m.split()[1] == str(target)]
+        assert line.split()[2] == "tmpfs"
+        assert {"nosuid", "nodev", "noexec", f"size={memoryfs.SIZE_BYTES // 1024}k"} <= set(
+            line.split()[3].split(",")
+        )
+        files.write(target, {"pip.conf": "x"})
+    finally:
+        memoryfs.unmount(target)
+    assert not memoryfs.is_memory_backed(target)
+    assert list(target.iterdir()) == []  # what was written went with the tmpfs
+
+
+def test_files_are_read_only_plain_files_rewritten_in_the_same_inode(memory_target: Path):
+    files.write(memory_target, {"pip.conf": "one\n", "sub/.pypirc": "two\n"})
+    pip_conf = memory_target / "pip.conf"
+    assert pip_conf.read_text() == "one\n"
+    assert (memory_target / "sub" / ".pypirc").read_text() == "two\n"
+    assert pip_conf.stat().st_mode & 0o777 == 0o444
+    assert not pip_conf.is_symlink()
+    inode = pip_conf.stat().st_ino
+    with pip_conf.open() as pinned:  # what a subPath bind mount holds: this one inode
+        files.write(memory_target, {"pip.conf": "three, longer\n"})
+        assert pinned.read() == "three, longer\n"
+        files.write(memory_target, {"pip.conf": "4\n"})
+        pinned.seek(0)
+        assert pinned.read() == "4\n"
+    assert pip_conf.stat().st_ino == inode
+    assert sorted(p.name for p in memory_target.iterdir()) == ["pip.conf"]  # sub/ went
+
+
+@pytest.mark.parametrize("name", ["../escape", "/etc/passwd", ".new-pip.conf", "a/../../b", ""])
 def test_names_that_would_leave_the_volume_are_refused(tmp_path: Path, name: str):
-    with pytest.raises(atomic.UnsafeFilename):
-        atomic.write(tmp_path / "t", {name: "x"})
+    with pytest.raises(files.UnsafeFilename):
+        files.write(tmp_path / "t", {name: "x"})
 
 
-def test_a_reader_never_sees_a_missing_or_partial_file_across_many_swaps(tmp_path: Path):
-    target = tmp_path / "t"
-    body = "x" * 100_000
-    atomic.write(target, {"pip.conf": f"0 {body}\n"})
+def test_a_reader_never_finds_the_file_missing_empty_or_cut_short_while_it_is_rewritten(
+    memory_target: Path,
+):
+    # Realistic files (a pip.conf with a token is about 1.3 KiB) whose length changes. A
+    # read overlapping the copy itself may mix two versions (see csi/files.py); what must
+    # never happen is a missing or empty file, or one cut short of its last line.
+    def version(n: int) -> str:
+        return f"[global]\nindex-url = http://u:{'t' * (900 + n % 97)}@h/simple/\nn = {n}\n"
+
+    files.write(memory_target, {"pip.conf": version(0)})
     problems: list[str] = []
+    whole = 0
     stop = threading.Event()
+    expected = {version(n) for n in range(2000)}
 
     def read() -> None:
+        nonlocal whole
         while not stop.is_set():
             try:
-                text = (target / "pip.conf").read_text()
-                if not text.endswith(f"{body}\n"):
-                    problems.append("partial")
+                text = (memory_target / "pip.conf").read_text()
             except OSError as exc:
                 problems.append(repr(exc))
+                continue
+            if not text.startswith("[global]\n") or not text.endswith("\n"):
+                problems.append(text)
+            whole += text.rstrip("\n") + "\n" in expected
 
     reader = threading.Thread(target=read)
     reader.start()
     try:
-        for n in range(1, 200):
-            atomic.write(target, {"pip.conf": f"{n} {body}\n"})
+        for n in range(1, 2000):
+            files.write(memory_target, {"pip.conf": version(n)})
     finally:
         stop.set()
         reader.join()
     assert problems == []
-    assert (target / "pip.conf").read_text().startswith("199 ")
+    assert whole > 0
+    assert (memory_target / "pip.conf").read_text() == version(1999)

@@ -1,9 +1,11 @@
 """Kubernetes mode's authenticator: TokenReview for who, SubjectAccessReview for may-they.
 
 A workload presents its own short-lived ServiceAccount token. TokenReview, asked with the
-connector's proxy URL as the only audience, says whether the token is valid for this
-connector (the answer must list that audience back). Then the permission decision, in one
-of two modes:
+connector's proxy URL and the workload audience (`audiences.WORKLOAD`, what kubelet mints
+for the CSI driver), says whether the token is valid here; the answer must list one of
+them back, and a token that holds only the workload audience must be bound to a Pod (as
+kubelet's are), so it dies with that Pod. Then the permission decision, in one of two
+modes:
 
 - "namespace" (the default): a ServiceAccount of the Connector's own namespace may download
   and upload without any RoleBinding, since whoever can run a Pod there can already mount
@@ -35,7 +37,7 @@ from connectors.api.errors import (
     TokenError,
 )
 from connectors.api.resources import GROUP
-from connectors.auth import reviews, tokens
+from connectors.auth import audiences, reviews, tokens
 from connectors.auth.authenticator import DecisionCache
 from connectors.kube.client import KubeClient
 
@@ -56,11 +58,15 @@ class KubeAuthenticator:
         *,
         ttl_seconds: float = 10.0,
         mode: AuthorizationMode = "namespace",
+        workload_audience: str = audiences.WORKLOAD,
     ) -> None:
         self.kube = kube
         self.mode = mode
+        self.workload_audience = workload_audience
         self.cache = DecisionCache(ttl_seconds=ttl_seconds)
-        self.reviews = reviews.BoundedReviews(self._review, refusal_ttl_seconds=ttl_seconds)
+        self.reviews = reviews.BoundedReviews(
+            self._review, refusal_ttl_seconds=ttl_seconds, also_accepted=workload_audience
+        )
         self._allowed: dict[tuple[str, str, str, str, str], float] = {}
         self.ttl_seconds = ttl_seconds
 
@@ -81,7 +87,7 @@ class KubeAuthenticator:
         body = {
             "apiVersion": "authentication.k8s.io/v1",
             "kind": "TokenReview",
-            "spec": {"token": token, "audiences": [audience]},
+            "spec": {"token": token, "audiences": [audience, self.workload_audience]},
         }
         status = await self._ask("/apis/authentication.k8s.io/v1/tokenreviews", body)
         if not status.get("authenticated"):
@@ -89,10 +95,16 @@ class KubeAuthenticator:
                 "the token is not valid for this connector "
                 "(expired, revoked, bound to a deleted pod, or for another audience)"
             )
-        if audience not in (status.get("audiences") or []):
+        granted = status.get("audiences") or []
+        if audience not in granted and self.workload_audience not in granted:
             raise TokenError("the token was issued for a different connector")
         user = status.get("user") or {}
         pods = (user.get("extra") or {}).get(POD_NAME_EXTRA) or [""]
+        if audience not in granted and not pods[0]:
+            raise TokenError(
+                f"a token for {self.workload_audience} must be bound to a Pod "
+                "(kubelet's are; kubectl create token needs --bound-object-kind Pod)"
+            )
         return tokens.Identity(
             subject=str(user.get("username", "")),
             expires_at=_expiry(token) or time.time() + self.ttl_seconds,

@@ -2,7 +2,7 @@
 
 Anyone who reaches the proxy can send a token, and each unknown one would cost a request
 to the API server. So, before any is asked: a token that is not shaped like a JWT, or
-whose (unverified) claims name another audience or have expired, is refused at once; a
+whose (unverified) claims name none of the accepted audiences or have expired, is refused at once; a
 token refused recently is refused again from memory (by its SHA-256, briefly); the same
 token asked about by many requests at once is reviewed once; and at most `concurrency`
 reviews run at a time, a request waiting `wait_seconds` at most for its turn (then 503).
@@ -48,8 +48,10 @@ class BoundedReviews:
         concurrency: int = 32,
         wait_seconds: float = 5.0,
         max_refusals: int = 10_000,
+        also_accepted: str | None = None,
     ) -> None:
         self._review = review
+        self.also_accepted = also_accepted
         self.refusal_ttl_seconds = refusal_ttl_seconds
         self.wait_seconds = wait_seconds
         self.max_refusals = max_refusals
@@ -59,7 +61,7 @@ class BoundedReviews:
         self.asked = 0
 
     async def identity(self, token: str, audience: str) -> tokens.Identity:
-        _precheck(token, audience)
+        _precheck(token, (audience, self.also_accepted or audience))
         key = (hashlib.sha256(token.encode()).digest(), audience)
         refused = self._refused.get(key)
         if refused is not None and refused[0] > time.monotonic():
@@ -111,13 +113,13 @@ def _fail(future: asyncio.Future[tokens.Identity], exc: Exception) -> None:
     future.exception()  # marked as seen: waiters get their own copy, or there are none
 
 
-def _precheck(token: str, audience: str) -> None:
+def _precheck(token: str, accepted: tuple[str, str]) -> None:
     claims = unverified_claims(token)
     if claims is None:
         raise TokenError("the token is not a ServiceAccount token (a JWT)")
     audiences = claims.get("aud")
     listed = audiences if isinstance(audiences, list) else [audiences]
-    if audience not in listed:
+    if not any(audience in listed for audience in accepted):
         raise TokenError("the token was issued for a different connector")
     expires = claims.get("exp")
     if isinstance(expires, int | float) and expires < time.time() - tokens.LEEWAY_SECONDS:

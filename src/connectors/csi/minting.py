@@ -1,5 +1,6 @@
-"""Tokens for the Pod that mounts a volume: from kubelet when it already holds one for the
-right audience, else from a TokenRequest bound to the Pod, so it dies with the Pod."""
+"""Tokens for the Pod that mounts a volume: the one kubelet hands over (the CSIDriver's
+`spec.tokenRequests`), or, where the driver may mint, a TokenRequest bound to the Pod.
+Either way the token dies with the Pod."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import time
 from collections.abc import Mapping
 from datetime import datetime
 
+from connectors.auth import reviews
 from connectors.csi.volume import KUBELET_TOKENS, PodInfo
 from connectors.kube.client import KubeClient
 
@@ -19,6 +21,10 @@ class MintedToken:
     issued_at: float
     expires_at: float
 
+    @property
+    def lifetime(self) -> float:
+        return self.expires_at - self.issued_at
+
     def __repr__(self) -> str:
         return f"MintedToken(expires_at={self.expires_at}, token=<hidden>)"
 
@@ -27,7 +33,8 @@ def from_kubelet(
     secrets: Mapping[str, str], context: Mapping[str, str], audience: str
 ) -> MintedToken | None:
     """The token kubelet handed over for `audience` (in `secrets` first, where kubelet puts
-    it when the CSIDriver asks, else the volume context), if there is one."""
+    it when the CSIDriver asks, else the volume context), if there is one. Its `iat` claim
+    is read unverified: kubelet, which minted it a moment ago, is the only one who sends it."""
     raw = secrets.get(KUBELET_TOKENS) or context.get(KUBELET_TOKENS)
     if not raw:
         return None
@@ -37,7 +44,9 @@ def from_kubelet(
         expires = _timestamp(entry["expirationTimestamp"])
     except (ValueError, TypeError, KeyError, AttributeError):
         return None
-    return MintedToken(token=str(token), issued_at=time.time(), expires_at=expires)
+    issued = (reviews.unverified_claims(str(token)) or {}).get("iat")
+    issued_at = float(issued) if isinstance(issued, int | float) else time.time()
+    return MintedToken(token=str(token), issued_at=issued_at, expires_at=expires)
 
 
 async def request(

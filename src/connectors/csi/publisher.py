@@ -1,13 +1,21 @@
-"""Publish a connectors volume: look up its Connectors, get the Pod a token, render, write.
+"""Publish a connectors volume: look up its Connectors, take the Pod's token, render, write.
 
-Every publish of the same target is idempotent: while the token in place is younger than
-`refresh_fraction` of its life, a repeated NodePublishVolume (kubelet's republish) changes
-nothing. Past that, a new token is fetched and the files are rewritten atomically. If no
-new token can be had, the old files stay and the call still succeeds: kubelets before
-1.37 tear the mount down on an error, which would break a running workload, and the next
-republish tries again.
+The token is the one kubelet hands over for `audiences.WORKLOAD` (the CSIDriver asks for
+it in `spec.tokenRequests`; kubelet mints it bound to the Pod and renews it before it
+expires). Only when the driver is allowed to mint (`mint_tokens`, an opt-in that needs the
+right to create any ServiceAccount's token) does it request tokens itself, for a
+`token.expiration` shorter than kubelet's or when kubelet hands none over.
 
-What each target holds is remembered in the state directory (never the token itself).
+Every publish of the same target is idempotent. Kubelet republishes periodically; each
+time the files are rendered again and rewritten, in place, only if they changed (a renewed
+token, an edited class template). A minted token is kept until `refresh_fraction` of its
+life has passed. If a republish cannot render (the Connector is not Ready, the API server
+is away), the old files stay and the call still succeeds: kubelets before 1.37 tear the
+mount down on an error, which would break a running workload, and the next republish
+tries again.
+
+What each target holds is remembered in the state directory: hashes and times, never a
+token. The files themselves live on a tmpfs of the volume's own (`memoryfs`).
 """
 
 from __future__ import annotations
@@ -25,7 +33,8 @@ import grpc
 from connectors.api.conditions import ConditionType
 from connectors.api.errors import ApiError, ApiUnavailable, NotFoundError, TemplateError
 from connectors.api.resources import Connector, ConnectorClass
-from connectors.csi import atomic, minting, volume
+from connectors.auth import audiences
+from connectors.csi import files, memoryfs, minting, volume
 from connectors.csi.minting import MintedToken
 from connectors.csi.volume import PodInfo, VolumeRequest
 from connectors.proxy import routing
@@ -35,6 +44,7 @@ from connectors.store.base import Store
 log = logging.getLogger(__name__)
 
 Mint = Callable[[PodInfo, list[str], int], Awaitable[MintedToken]]
+Target = tuple[Connector, ConnectorClass, str]  # a connector, its class, its proxy URL
 
 
 class PublishError(Exception):
@@ -48,9 +58,10 @@ class PublishError(Exception):
 @dataclasses.dataclass(frozen=True)
 class PublisherSettings:
     state_dir: Path
-    api_audience: str = "https://kubernetes.default.svc.cluster.local"
+    workload_audience: str = audiences.WORKLOAD
     cluster_domain: str = "cluster.local"
     refresh_fraction: float = 0.8
+    mint_tokens: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,11 +69,14 @@ class Record:
     volume_id: str
     target_path: str
     request_hash: str
-    issued_at: float
+    content_hash: str
     expires_at: float
+    minted_at: float | None = None  # set when the driver minted the token itself
 
-    def due(self, fraction: float, now: float) -> bool:
-        return now >= self.issued_at + fraction * (self.expires_at - self.issued_at)
+    def fresh_minted_token(self, fraction: float, now: float) -> bool:
+        if self.minted_at is None:
+            return False
+        return now < self.minted_at + fraction * (self.expires_at - self.minted_at)
 
 
 class Publisher:
@@ -85,44 +99,61 @@ class Publisher:
             request = volume.parse(context)
         except volume.InvalidVolume as exc:
             raise PublishError(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
-        request_hash = _hash(request)
+        request_hash = _hash(repr(request))
         record = self._read_record(target)
         if record is not None and record.volume_id != volume_id:
             raise PublishError(
                 grpc.StatusCode.ALREADY_EXISTS,
                 f"{target} already holds volume {record.volume_id}",
             )
-        now = time.time()
+        published = record is not None and memoryfs.is_memory_backed(target)
         if (
-            record is not None
+            published
+            and record is not None
             and record.request_hash == request_hash
-            and not record.due(self.settings.refresh_fraction, now)
-            and (target / atomic.DATA_LINK).exists()
+            and record.fresh_minted_token(self.settings.refresh_fraction, time.time())
         ):
-            return  # a republish before the refresh point: nothing to do
-        targets = [self._resolve(key, request) for key in request.connectors]
+            return  # a republish before the minted token's refresh point: nothing to do
         try:
-            token = await self._token(request, targets, secrets, context)
-        except (ApiError, ApiUnavailable) as exc:
-            if record is not None and (target / atomic.DATA_LINK).exists():
-                log.warning("volume %s: cannot refresh its token now (%s); keeping the old files",
+            rendered, token, minted = await self._prepare(request, context, secrets)
+        except (PublishError, ApiError, ApiUnavailable) as exc:
+            if published:
+                log.warning("volume %s: cannot refresh its files now (%s); keeping the old ones",
                             volume_id, exc)  # fmt: skip
                 return
+            if isinstance(exc, PublishError):
+                raise
             raise PublishError(
                 grpc.StatusCode.UNAVAILABLE, f"cannot get a token for the pod: {exc}"
             ) from None
-        files = self._render(request, targets, token)
-        try:
-            atomic.write(target, files)
-        except (OSError, atomic.UnsafeFilename) as exc:
-            raise PublishError(grpc.StatusCode.INTERNAL, f"cannot write {target}: {exc}") from None
+        content_hash = _hash(json.dumps(rendered, sort_keys=True))
+        if not (published and record is not None and record.content_hash == content_hash):
+            self._write_files(target, rendered)
         self._write_record(
-            Record(volume_id, str(target), request_hash, token.issued_at, token.expires_at)
-        )
+            Record(
+                volume_id, str(target), request_hash, content_hash, token.expires_at,
+                minted_at=token.issued_at if minted else None,
+            )
+        )  # fmt: skip
 
-    def _resolve(
-        self, key: tuple[str, str], request: VolumeRequest
-    ) -> tuple[Connector, ConnectorClass, str]:
+    async def _prepare(
+        self, request: VolumeRequest, context: Mapping[str, str], secrets: Mapping[str, str]
+    ) -> tuple[dict[str, str], MintedToken, bool]:
+        """The files to write, the token in them, and whether the driver minted it."""
+        targets = [self._resolve(key, request) for key in request.connectors]
+        token, minted = await self._token(request, targets, secrets, context)
+        return self._render(request, targets, token), token, minted
+
+    def _write_files(self, target: Path, rendered: dict[str, str]) -> None:
+        try:
+            if not memoryfs.is_memory_backed(target):
+                files.remove(target)  # whatever is on the disk there goes before any token
+                memoryfs.mount(target)
+            files.write(target, rendered)
+        except (OSError, files.UnsafeFilename) as exc:
+            raise PublishError(grpc.StatusCode.INTERNAL, f"cannot write {target}: {exc}") from None
+
+    def _resolve(self, key: tuple[str, str], request: VolumeRequest) -> Target:
         snapshot = self.store.snapshot()
         namespace, name = key
         connector = snapshot.connectors.get(key)
@@ -164,26 +195,41 @@ class Publisher:
     async def _token(
         self,
         request: VolumeRequest,
-        targets: list[tuple[Connector, ConnectorClass, str]],
+        targets: list[Target],
         secrets: Mapping[str, str],
         context: Mapping[str, str],
-    ) -> MintedToken:
-        audiences = [url for _, _, url in targets]
-        if len(audiences) == 1:
-            handed = minting.from_kubelet(secrets, context, audiences[0])
-            if handed is not None:
-                return handed
-        return await self.mint(
-            request.pod, [self.settings.api_audience, *audiences], request.token_seconds
+    ) -> tuple[MintedToken, bool]:
+        handed = minting.from_kubelet(secrets, context, self.settings.workload_audience)
+        wanted = request.token_seconds
+        if handed is not None and (wanted is None or handed.lifetime <= wanted + 60):
+            return handed, False
+        if self.settings.mint_tokens:
+            audiences = [url for _, _, url in targets]
+            seconds = wanted or volume.DEFAULT_TOKEN_SECONDS
+            return await self.mint(request.pod, audiences, seconds), True
+        if handed is not None:
+            raise PublishError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"{volume.TOKEN_EXPIRATION} asks for {wanted} s, shorter than the "
+                f"{handed.lifetime:.0f} s tokens kubelet issues for this driver: remove it, "
+                "lower the CSIDriver's tokenRequests expirationSeconds "
+                "(chart: csi.tokenExpirationSeconds), or let the driver mint tokens "
+                "(chart: csi.mintTokens)",
+            )
+        raise PublishError(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            f"kubelet handed over no token for audience {self.settings.workload_audience}: "
+            "the connectors-csi CSIDriver must list it in spec.tokenRequests "
+            "(the chart does), or the driver must be allowed to mint tokens (csi.mintTokens)",
         )
 
     def _render(
         self,
         request: VolumeRequest,
-        targets: list[tuple[Connector, ConnectorClass, str]],
+        targets: list[Target],
         token: MintedToken,
     ) -> dict[str, str]:
-        files: dict[str, str] = {}
+        rendered_files: dict[str, str] = {}
         for connector, cls, url in targets:
             context = render.RenderContext(proxy_url=url, token=token.token)
             prefix = f"{connector.name}/" if request.per_connector_directories else ""
@@ -192,13 +238,14 @@ class Publisher:
                     rendered = render.render_configuration(connector, cls, configuration, context)
                 except (TemplateError, NotFoundError) as exc:
                     raise PublishError(grpc.StatusCode.FAILED_PRECONDITION, str(exc)) from None
-                files.update({prefix + name: text for name, text in rendered.items()})
-        return files
+                rendered_files.update({prefix + name: text for name, text in rendered.items()})
+        return rendered_files
 
     # Unpublishing -------------------------------------------------------------------------
 
     def unpublish(self, target: Path) -> None:
-        atomic.remove(target)
+        memoryfs.unmount(target)
+        files.remove(target)
         self._record_path(target).unlink(missing_ok=True)
 
     # Records ------------------------------------------------------------------------------
@@ -220,5 +267,5 @@ class Publisher:
         tmp.replace(path)
 
 
-def _hash(request: VolumeRequest) -> str:
-    return hashlib.sha256(repr(request).encode()).hexdigest()
+def _hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import grpc
 
+from connectors.auth import audiences
 from connectors.classes.builtin import builtin_classes
 from connectors.csi import minting, publisher, services
 from connectors.csi.minting import MintedToken
@@ -26,9 +27,10 @@ class CsiOptions:
     endpoint: str
     node_id: str
     state_dir: Path
-    api_audience: str = "https://kubernetes.default.svc.cluster.local"
+    workload_audience: str = audiences.WORKLOAD
     cluster_domain: str = "cluster.local"
     refresh_fraction: float = 0.8
+    mint_tokens: bool = False
 
 
 def socket_path(endpoint: str) -> Path:
@@ -51,9 +53,10 @@ async def run(config: ClusterConfig, options: CsiOptions, stop: asyncio.Event) -
 
         settings = publisher.PublisherSettings(
             state_dir=options.state_dir,
-            api_audience=options.api_audience,
+            workload_audience=options.workload_audience,
             cluster_domain=options.cluster_domain,
             refresh_fraction=options.refresh_fraction,
+            mint_tokens=options.mint_tokens,
         )
         server = grpc.aio.server()
         csi_pb2_grpc.add_IdentityServicer_to_server(

@@ -6,7 +6,8 @@ Attributes a Pod's `csi.volumeAttributes` may set:
   each connector's files go into a subdirectory named after it;
 - `configuration.names`: comma-separated configurations of the connector's class
   (`pipconf`, `pypirc`, ...), required;
-- `token.expiration`: the token's lifetime (`30m` by default; 10m to 24h).
+- `token.expiration`: the token's lifetime (10m to 24h). Unset, the token is kubelet's
+  (30m in the chart); a driver that mints its own uses 30m.
 kubelet adds the Pod's name, namespace, uid and ServiceAccount (podInfoOnMount).
 """
 
@@ -52,7 +53,7 @@ class VolumeRequest:
     pod: PodInfo
     connectors: tuple[tuple[str, str], ...]  # (namespace, name)
     configurations: tuple[str, ...]
-    token_seconds: int
+    token_seconds: int | None  # None: whatever kubelet issues
     per_connector_directories: bool
 
 
@@ -107,10 +108,10 @@ def _configurations(context: Mapping[str, str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-def _token_seconds(context: Mapping[str, str]) -> int:
+def _token_seconds(context: Mapping[str, str]) -> int | None:
     text = context.get(TOKEN_EXPIRATION, "").strip()
     if not text:
-        return DEFAULT_TOKEN_SECONDS
+        return None
     try:
         seconds = tokens.parse_duration(text)
     except TokenError as exc:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from connectors.auth import kubeauth
+from connectors.auth import audiences, kubeauth
 from connectors.classes.builtin import builtin_classes
 from connectors.kube.client import KubeClient
 from connectors.kube.config import ClusterConfig
@@ -37,6 +37,7 @@ class ClusterProxyOptions:
     cluster_domain: str = "cluster.local"
     decision_ttl_seconds: float = 10.0
     authorization: kubeauth.AuthorizationMode = "namespace"
+    workload_audience: str = audiences.WORKLOAD
     forward: forwarding.ForwardSettings = forwarding.ForwardSettings()
     clients: serving.ClientLimits = dataclasses.field(default_factory=serving.ClientLimits)
     tls_cert_file: Path | None = None
@@ -67,7 +68,10 @@ async def run(config: ClusterConfig, options: ClusterProxyOptions, stop: asyncio
         store = KubeStore(kube, base_classes=builtin_classes())
         await store.start()
         authenticator = kubeauth.KubeAuthenticator(
-            kube, ttl_seconds=options.decision_ttl_seconds, mode=options.authorization
+            kube,
+            ttl_seconds=options.decision_ttl_seconds,
+            mode=options.authorization,
+            workload_audience=options.workload_audience,
         )
         metrics = ProxyMetrics(lambda: (authenticator.cache.hits, authenticator.cache.misses))
         settings = proxy_app.ProxyConfig(
