@@ -128,6 +128,8 @@ def node(
         kubelet = KubeletStandIn(cluster, socket, workdir / "kubelet")
         yield Node(cluster, kubelet, socket, network, pypi_registry, proxy, driver, workdir)
         kubelet.close()
+        left = [m for m in Path("/proc/self/mounts").read_text().splitlines() if str(workdir) in m]
+        assert left == [], "volumes left mounted after every Pod was unpublished"
     finally:
         cluster.kubectl("delete", "namespace", NS, "--wait=true", "--timeout=60s", check=False)
         driver.stop()

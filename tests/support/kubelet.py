@@ -51,6 +51,7 @@ class KubeletStandIn:
         self.channel = grpc.insecure_channel(f"unix://{socket}")
         self.node = csi_pb2_grpc.NodeStub(self.channel)
         self._tokens: dict[str, str] = {}  # pod uid -> the serviceAccount.tokens JSON
+        self._published: dict[str, str] = {}  # target path -> volume id
 
     def renew_tokens(self) -> None:
         """Forget the tokens handed over, as kubelet does once they near their expiry."""
@@ -76,7 +77,18 @@ class KubeletStandIn:
         return self._tokens[uid]
 
     def close(self) -> None:
+        """Unpublish what is still published (as kubelet does for deleted Pods: each
+        target is a tmpfs mount), then hang up."""
+        for target, volume_id in list(self._published.items()):
+            self._unpublish(volume_id, target)
         self.channel.close()
+
+    def _unpublish(self, volume_id: str, target: str) -> None:
+        self.node.NodeUnpublishVolume(
+            csi_pb2.NodeUnpublishVolumeRequest(volume_id=volume_id, target_path=target),
+            timeout=30,
+        )
+        self._published.pop(target, None)
 
     def pod(self, namespace: str, name: str) -> dict[str, Any]:
         found: dict[str, Any] = self.cluster.kubectl_json("get", "pod", name, "-n", namespace)
@@ -126,6 +138,7 @@ class KubeletStandIn:
         for volume in self.volumes(pod):
             request = self.request(pod, volume)
             self.node.NodePublishVolume(request, timeout=30)
+            self._published[request.target_path] = request.volume_id
             mounted[volume["name"]] = Path(request.target_path)
         return mounted
 
@@ -135,9 +148,4 @@ class KubeletStandIn:
         pod = self.pod(namespace, name)
         for volume in self.volumes(pod):
             request = self.request(pod, volume)
-            self.node.NodeUnpublishVolume(
-                csi_pb2.NodeUnpublishVolumeRequest(
-                    volume_id=request.volume_id, target_path=request.target_path
-                ),
-                timeout=30,
-            )
+            self._unpublish(request.volume_id, request.target_path)
