@@ -108,7 +108,7 @@ def test_rendered_pip_conf_has_the_seed_shape_and_a_token_for_this_connector(see
     assert (index.hostname, index.port) == (proxy.hostname, proxy.port)
     assert index.path == proxy.path + "/simple/"
     assert config["global"]["timeout"] == "30"
-    assert config["install"]["trusted-host"] == proxy.hostname
+    assert config["install"]["trusted-host"] == config["global"]["trusted-host"] == proxy.hostname
     identity = tokens.verify(
         KeyRing(seed.place.state.keys), index.password or "", audience=seed.connector_url(NS, NAME)
     )

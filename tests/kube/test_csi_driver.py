@@ -174,6 +174,7 @@ def test_seed_pod_volumes_hold_the_seeds_files_with_a_pod_bound_token(node: Node
         "[global]\n"
         f"index-url = http://connectors-pypi-demo-pypi-connector:{token}@{HOST}/simple/\n"
         "timeout = 30\n"
+        f"trusted-host = {HOST}\n"
         "[install]\n"
         f"trusted-host = {HOST}\n"
     )
@@ -233,6 +234,16 @@ def test_twine_upload_and_pip_install_through_the_proxy_with_the_mounted_files(
         for entry in audit
     )
     assert "Successfully installed sampleproject-4.0.0" in install.stdout
+    # pip download (and wheel, index) read trusted-host from [global] only: without it they
+    # ignore a plain-http index that is not localhost, as the cluster's addresses are.
+    download = node.in_pod(
+        [sys.executable, "-m", "pip", "download", "--no-deps", "--no-cache-dir",
+         "--disable-pip-version-check", "--dest", str(tmp_path / "fetched"),
+         "sampleproject==4.0.0"],
+        {"PIP_CONFIG_FILE": str(mounted["pipconf"] / "pip.conf")},
+    )  # fmt: skip
+    assert download.returncode == 0, download.stdout + download.stderr
+    assert (tmp_path / "fetched" / wheel.name).is_file()
 
 
 def test_the_token_dies_with_its_pod_and_unpublish_removes_everything(node: Node):

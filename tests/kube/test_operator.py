@@ -4,6 +4,7 @@ step 2 becomes Ready, and every failure the design names shows as its condition 
 from __future__ import annotations
 
 import base64
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -132,6 +133,41 @@ def test_a_missing_secret_is_secret_not_found_until_it_appears(
     )
     apply(kube_cluster, secret_manifest("later-secret", registry.username, registry.password))
     wait_for(kube_cluster, NS, "no-secret", timeout=15)
+
+
+def test_a_secret_ref_in_alaudas_object_reference_shape_names_only_the_own_namespace(
+    kube_cluster: TestCluster, operator: OperatorProcess, registry: LocalRegistry
+):
+    def with_reference(name: str, namespace: str) -> str:
+        document = json.loads(connector_manifest(name, registry.url, secret="ref-secret"))
+        document["spec"]["auth"]["secretRef"] = {
+            "apiVersion": "v1", "kind": "Secret", "name": "ref-secret", "namespace": namespace,
+        }  # fmt: skip
+        return json.dumps(document)
+
+    apply(
+        kube_cluster,  # kubectl's strict validation refuses unknown fields
+        secret_manifest("ref-secret", registry.username, registry.password),
+        with_reference("ref-own", NS),
+        with_reference("ref-elsewhere", "default"),
+    )
+    wait_for(kube_cluster, NS, "ref-own")
+    body = wait_for(kube_cluster, NS, "ref-elsewhere", status="False", reason="SecretInvalid")
+    assert condition(body, "SecretReady")["message"] == (
+        f"spec.auth.secretRef.namespace is default, but a Connector may use only Secrets of "
+        f"its own namespace ({NS}): create the Secret there and remove the namespace field"
+    )
+
+
+def test_basic_auth_without_a_secret_connects_a_registry_that_needs_none(
+    kube_cluster: TestCluster, operator: OperatorProcess, tmp_path: Path
+):
+    with localregistry.pypiserver(tmp_path, authenticate="update") as anonymous:
+        document = json.loads(connector_manifest("anonymous", anonymous.url, secret=None))
+        document["spec"]["auth"] = {"name": "basicAuth"}  # Alauda's way to say "no Secret"
+        apply(kube_cluster, json.dumps(document))
+        body = wait_for(kube_cluster, NS, "anonymous")
+    assert condition(body, "SecretReady")["reason"] == "SecretOptional"
 
 
 def test_an_unknown_class_is_connector_class_not_found(

@@ -5,9 +5,12 @@ password-protected pypiserver on the node's address, where Pods can reach it."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,13 +47,20 @@ def helm(node: Node, *args: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
+# The shortest token lifetime the API server allows, so the long-form renewal test
+# (test_zz_token_renewal_on_a_node.py) sees a Pod's first token expire within the run.
+TOKEN_SECONDS = 600
+
+
 def chart_values(node: Node) -> list[str]:
     """What an installer sets: where the image is (here: the one imported into the node)
-    and, since node-driver-registrar cannot be had here, our registrar stand-in."""
+    and, since node-driver-registrar cannot be had here, our registrar stand-in; and the
+    shortest token lifetime (the chart's default is the seed's 30 minutes)."""
     repository, tag = node.project_image.rsplit(":", 1)
     return [
         "--set", f"image.repository={repository}", "--set", f"image.tag={tag}",
         "--set", f"csi.registrarImage={images.REGISTRAR}",
+        "--set", f"csi.tokenExpirationSeconds={TOKEN_SECONDS}",
     ]  # fmt: skip
 
 
@@ -171,3 +181,74 @@ def run_pod(node: Node, name: str, code: str, namespace: str = "default") -> str
     logs = settled(attempt, 60, f"pod {name} succeeded")
     node.cluster.kubectl("delete", "pod", name, "-n", namespace, "--wait=false", check=False)
     return logs
+
+
+def connector(name: str, registry: LocalRegistry) -> str:
+    return "\n---\n".join([
+        json.dumps({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/basic-auth",
+                    "metadata": {"name": f"{name}-secret"},
+                    "stringData": {"username": registry.username,
+                                   "password": registry.password}}),
+        json.dumps({"apiVersion": "connectors.alauda.io/v1alpha1", "kind": "Connector",
+                    "metadata": {"name": name},
+                    "spec": {"connectorClassName": "pypi", "address": registry.url,
+                             "auth": {"name": "basicAuth",
+                                      "secretRef": {"name": f"{name}-secret"}}}}),
+    ])  # fmt: skip
+
+
+def client_pod(name: str, connector_name: str = "mirror") -> str:
+    """A Pod holding the connector's pip.conf with `subPath`, as the seed's Jobs do."""
+    return json.dumps({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+        "spec": {"terminationGracePeriodSeconds": 1, "containers": [{
+            "name": "c", "image": "python:3-bookworm", "imagePullPolicy": "IfNotPresent",
+            "command": ["sleep", "3600"],
+            "volumeMounts": [{"name": "pipconf", "mountPath": "/root/.pip/pip.conf",
+                              "subPath": "pip.conf"}]}],
+            "volumes": [{"name": "pipconf", "csi": {
+                "driver": "connectors-csi", "readOnly": True,
+                "volumeAttributes": {"connector.name": connector_name,
+                                     "configuration.names": "pipconf"}}}]},
+    })  # fmt: skip
+
+
+def token_in(pip_conf: str) -> str:
+    found = re.search(r"index-url = http://[^:]+:([^@]+)@", pip_conf)
+    assert found, pip_conf
+    return found.group(1)
+
+
+@dataclass
+class RenewalPod:
+    """A Pod started as soon as the chart is up, mounting pip.conf the seed's way
+    (`subPath`), whose first token the last node test watches expire."""
+
+    namespace: str
+    name: str
+    first_token: str
+    started: float
+
+
+RENEWAL_NS = "node-renewal"
+
+
+@pytest.fixture(scope="package", autouse=True)
+def renewal_pod(chart: Node, node_registry: LocalRegistry) -> Iterator[RenewalPod]:
+    """Created before the other node tests run, so the long wait for the first token to
+    expire overlaps them (test_zz_token_renewal_on_a_node.py)."""
+    cluster = chart.cluster
+    cluster.kubectl("create", "namespace", RENEWAL_NS)
+    cluster.kubectl("apply", "-n", RENEWAL_NS, "-f", "-", stdin=connector("mirror", node_registry))
+    cluster.kubectl(
+        "apply", "-n", RENEWAL_NS, "-f", "-", stdin=client_pod("long-lived", "mirror")
+    )  # fmt: skip
+    settled(lambda: phase(chart, RENEWAL_NS, "long-lived") == "Running", 120,
+            "the renewal Pod Running")  # fmt: skip
+    started = time.time()
+    pip_conf = cluster.kubectl(
+        "exec", "long-lived", "-n", RENEWAL_NS, "--", "cat", "/root/.pip/pip.conf"
+    ).stdout  # fmt: skip
+    leaks.record("node: long-lived pip.conf", pip_conf)
+    yield RenewalPod(RENEWAL_NS, "long-lived", token_in(pip_conf), started)
+    cluster.kubectl("delete", "namespace", RENEWAL_NS, "--wait=false", check=False)

@@ -5,7 +5,6 @@ operator's leader crashing. Nothing may fail that a client's retry does not fix.
 from __future__ import annotations
 
 import json
-import re
 import threading
 import time
 from collections.abc import Iterator
@@ -15,7 +14,16 @@ from typing import Any
 import pytest
 
 from connectors.standalone.localregistry import LocalRegistry
-from tests.node.conftest import RELEASE_NS, get, lease_holder, phase, pods
+from tests.node.conftest import (
+    RELEASE_NS,
+    client_pod,
+    connector,
+    get,
+    lease_holder,
+    phase,
+    pods,
+    token_in,
+)  # fmt: skip
 from tests.support import leaks, wire
 from tests.support.node import Node
 from tests.support.waiting import settled
@@ -42,40 +50,10 @@ class Faults:
         return reply.status
 
 
-def connector(name: str, registry: LocalRegistry) -> str:
-    return "\n---\n".join([
-        json.dumps({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/basic-auth",
-                    "metadata": {"name": f"{name}-secret"},
-                    "stringData": {"username": registry.username,
-                                   "password": registry.password}}),
-        json.dumps({"apiVersion": "connectors.alauda.io/v1alpha1", "kind": "Connector",
-                    "metadata": {"name": name},
-                    "spec": {"connectorClassName": "pypi", "address": registry.url,
-                             "auth": {"name": "basicAuth",
-                                      "secretRef": {"name": f"{name}-secret"}}}}),
-    ])  # fmt: skip
-
-
 def ready(faults: Faults, name: str) -> bool:
     found = json.loads(faults.kubectl("get", "connector", name, "-n", NS, "-o", "json"))
     conditions = (found.get("status") or {}).get("conditions") or []
     return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
-
-
-def client_pod(name: str) -> str:
-    """A Pod holding the connector's pip.conf the seed's way, doing nothing else."""
-    return json.dumps({
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
-        "spec": {"terminationGracePeriodSeconds": 1, "containers": [{
-            "name": "c", "image": "python:3-bookworm", "imagePullPolicy": "IfNotPresent",
-            "command": ["sleep", "3600"],
-            "volumeMounts": [{"name": "pipconf", "mountPath": "/root/.pip/pip.conf",
-                              "subPath": "pip.conf"}]}],
-            "volumes": [{"name": "pipconf", "csi": {
-                "driver": "connectors-csi", "readOnly": True,
-                "volumeAttributes": {"connector.name": "mirror",
-                                     "configuration.names": "pipconf"}}}]},
-    })  # fmt: skip
 
 
 def token_of(faults: Faults, pod: str) -> str:
@@ -83,9 +61,7 @@ def token_of(faults: Faults, pod: str) -> str:
     settled(lambda: phase(faults.node, NS, pod) == "Running", 90, f"pod {pod} Running")
     pip_conf = faults.kubectl("exec", pod, "-n", NS, "--", "cat", "/root/.pip/pip.conf")
     leaks.record(f"node: {pod} pip.conf", pip_conf)
-    found = re.search(r"index-url = http://[^:]+:([^@]+)@", pip_conf)
-    assert found, pip_conf
-    return found.group(1)
+    return token_in(pip_conf)
 
 
 @pytest.fixture(scope="module")

@@ -203,7 +203,8 @@ def test_the_inspect_pod_sees_both_files_read_only_with_the_seeds_contents(story
     leaks.record("node: rendered pip.conf and .pypirc", pip_conf + pypirc)
     assert re.fullmatch(
         rf"\[global\]\nindex-url = http://{USERNAME}:{JWT}@{re.escape(PROXY_HOST)}/simple/\n"
-        rf"timeout = 30\n\[install\]\ntrusted-host = {re.escape(PROXY_HOST)}\n",
+        rf"timeout = 30\ntrusted-host = {re.escape(PROXY_HOST)}\n"
+        rf"\[install\]\ntrusted-host = {re.escape(PROXY_HOST)}\n",
         pip_conf,
     ), pip_conf
     assert re.fullmatch(

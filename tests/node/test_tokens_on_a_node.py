@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +20,16 @@ import yaml
 from connectors.auth import audiences
 from connectors.csi import memoryfs
 from connectors.standalone.localregistry import LocalRegistry
-from tests.node.conftest import CHART, RELEASE_NS, get, phase
-from tests.node.test_faults_on_a_node import connector
+from tests.node.conftest import (
+    CHART,
+    RELEASE_NS,
+    TOKEN_SECONDS,
+    client_pod,
+    connector,
+    get,
+    phase,
+    token_in,
+)  # fmt: skip
 from tests.support import leaks, wire
 from tests.support.node import KUBELET_DIR, Node
 from tests.support.waiting import settled
@@ -53,28 +60,6 @@ class Tokens:
         text = self.kubectl("exec", pod, "-n", NS, "--", "cat", "/root/.pip/pip.conf")
         leaks.record(f"node: {pod} pip.conf", text)
         return text
-
-
-def client_pod(name: str, connector_name: str = "mirror") -> str:
-    """A Pod holding the connector's pip.conf with `subPath`, as the seed's Jobs do."""
-    return json.dumps({
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
-        "spec": {"terminationGracePeriodSeconds": 1, "containers": [{
-            "name": "c", "image": "python:3-bookworm", "imagePullPolicy": "IfNotPresent",
-            "command": ["sleep", "3600"],
-            "volumeMounts": [{"name": "pipconf", "mountPath": "/root/.pip/pip.conf",
-                              "subPath": "pip.conf"}]}],
-            "volumes": [{"name": "pipconf", "csi": {
-                "driver": "connectors-csi", "readOnly": True,
-                "volumeAttributes": {"connector.name": connector_name,
-                                     "configuration.names": "pipconf"}}}]},
-    })  # fmt: skip
-
-
-def token_in(pip_conf: str) -> str:
-    found = re.search(r"index-url = http://[^:]+:([^@]+)@", pip_conf)
-    assert found, pip_conf
-    return found.group(1)
 
 
 def claims(token: str) -> dict[str, Any]:
@@ -158,7 +143,7 @@ def test_a_mounted_token_is_kubelets_for_the_pod_held_in_memory_and_dies_with_th
     assert body["aud"] == [audiences.WORKLOAD]  # nothing the API server would accept
     assert body["sub"] == f"system:serviceaccount:{NS}:default"
     assert body["kubernetes.io"]["pod"]["name"] == "holder"
-    assert body["exp"] - body["iat"] == 1800  # the seed's 30 minutes, from the chart
+    assert body["exp"] - body["iat"] == TOKEN_SECONDS  # the chart's value, as installed
     target = volume_target(tokens.node, "holder")
     assert memoryfs.is_memory_backed(target)
     assert token.encode() in (target / "pip.conf").read_bytes()

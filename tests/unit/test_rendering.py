@@ -49,9 +49,10 @@ def test_pip_conf_matches_the_seed():
         "@c-pypi-connector.connectors-pypi-demo.svc.cluster.local/simple/"
     )
     assert parsed["global"]["timeout"] == "30"
-    assert parsed["install"]["trusted-host"] == (
-        "c-pypi-connector.connectors-pypi-demo.svc.cluster.local"
-    )
+    # In [global] so pip download, wheel and index trust the plain-http proxy too; the
+    # seed's [install] line stays.
+    host = "c-pypi-connector.connectors-pypi-demo.svc.cluster.local"
+    assert parsed["global"]["trusted-host"] == parsed["install"]["trusted-host"] == host
 
 
 def test_pip_conf_for_an_https_proxy_trusts_nothing_extra():

@@ -37,6 +37,21 @@ class LocalObjectReference:
 
 
 @dataclasses.dataclass(frozen=True)
+class SecretReference:
+    """`spec.auth.secretRef`: Alauda's schema makes it a full ObjectReference. Only `name`
+    and `namespace` mean anything here, and the namespace must be the Connector's own
+    (`reconcile/upstream.py` says so in SecretReady otherwise); the rest is accepted."""
+
+    name: str = dataclasses.field(metadata=wire("name", required=True))
+    namespace: str = dataclasses.field(default="", metadata=wire("namespace"))
+    kind: str = dataclasses.field(default="", metadata=wire("kind"))
+    api_version: str = dataclasses.field(default="", metadata=wire("apiVersion"))
+    uid: str = dataclasses.field(default="", metadata=wire("uid"))
+    resource_version: str = dataclasses.field(default="", metadata=wire("resourceVersion"))
+    field_path: str = dataclasses.field(default="", metadata=wire("fieldPath"))
+
+
+@dataclasses.dataclass(frozen=True)
 class ParamSpec:
     name: str = dataclasses.field(metadata=wire("name", required=True))
     type: str = dataclasses.field(default="string", metadata=wire("type"))
@@ -93,9 +108,7 @@ class AddressExtension:
 @dataclasses.dataclass(frozen=True)
 class ConnectorAuth:
     name: str = dataclasses.field(default="", metadata=wire("name"))
-    secret_ref: LocalObjectReference | None = dataclasses.field(
-        default=None, metadata=wire("secretRef")
-    )
+    secret_ref: SecretReference | None = dataclasses.field(default=None, metadata=wire("secretRef"))
     params: tuple[NameValue, ...] = dataclasses.field(default=(), metadata=wire("params"))
 
 

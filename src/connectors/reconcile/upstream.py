@@ -65,6 +65,15 @@ def credentials_for(
             "fix spec.auth.name",
         )
     name = secret_name(connector)
+    reference = connector.spec.auth.secret_ref if connector.spec.auth else None
+    elsewhere = reference.namespace if reference else ""
+    if elsewhere and elsewhere != connector.namespace:
+        return CredentialsProblem(
+            Reason.SECRET_INVALID,
+            f"spec.auth.secretRef.namespace is {elsewhere}, but a Connector may use only "
+            f"Secrets of its own namespace ({connector.namespace}): create the Secret there "
+            "and remove the namespace field",
+        )
     if name is None:
         if auth_type is not None and not auth_type.optional:
             return CredentialsProblem(

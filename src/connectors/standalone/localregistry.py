@@ -78,10 +78,12 @@ def pypiserver(
     port: int | None = None,
     hash_scheme: str = "sha256_crypt",
     host: str = "127.0.0.1",
+    authenticate: str = "update,download,list",
 ) -> Iterator[LocalRegistry]:
-    """Run pypiserver on a port of `host` (a free one unless given), authenticating list,
-    download and upload. `hash_scheme` is the htpasswd scheme: sha256_crypt costs the
-    registry about 0.3 s per authenticated request here; apr_md5_crypt about 1 ms."""
+    """Run pypiserver on a port of `host` (a free one unless given), authenticating the
+    actions in `authenticate` (all three by default; "update" leaves reading anonymous).
+    `hash_scheme` is the htpasswd scheme: sha256_crypt costs the registry about 0.3 s per
+    authenticated request here; apr_md5_crypt about 1 ms."""
     password = password or secrets.token_urlsafe(18)
     packages = workdir / "packages"
     packages.mkdir(parents=True, exist_ok=True)
@@ -101,7 +103,7 @@ def pypiserver(
         "--passwords",
         str(htpasswd),
         "--authenticate",
-        "update,download,list",
+        authenticate,
         "--disable-fallback",
         "--hash-algo",
         "sha256",
