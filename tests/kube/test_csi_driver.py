@@ -272,7 +272,6 @@ CONNECTOR = {"connector.name": "pypi-connector"}
     ("attributes", "code", "message"),
     [
         ({"configuration.names": "pipconf"}, INVALID, "connector.name is required"),
-        (CONNECTOR, INVALID, "configuration.names is required"),
         ({"connector.name": "ghost", "configuration.names": "pipconf"}, NOT_FOUND,
          "connector ghost not found in namespace connectors-pypi-demo"),
         ({**CONNECTOR, "configuration.names": "gradle"}, NOT_FOUND,
@@ -289,7 +288,8 @@ def test_bad_volume_attributes_get_the_right_grpc_code(
 ):
     node.cluster.kubectl("apply", "-n", NS, "-f", "-", stdin=seed_pod("attribute-checks"))
     pod = node.kubelet.pod(NS, "attribute-checks")
-    volume = {"name": "bad", "csi": {"driver": "connectors-csi", "volumeAttributes": attributes}}
+    volume = {"name": "bad", "csi": {"driver": "connectors-csi", "readOnly": True,
+                                     "volumeAttributes": attributes}}  # fmt: skip
     with pytest.raises(grpc.RpcError) as caught:
         node.kubelet.node.NodePublishVolume(node.kubelet.request(pod, volume), timeout=30)
     assert caught.value.code() == code
@@ -306,12 +306,101 @@ def test_a_connector_that_is_not_ready_is_failed_precondition(node: Node):
     wait_for(node.cluster, NS, "broken", status="False", reason="ConnectionFailed")
     node.cluster.kubectl("apply", "-n", NS, "-f", "-", stdin=seed_pod("uses-broken"))
     pod = node.kubelet.pod(NS, "uses-broken")
-    volume = {"name": "v", "csi": {"volumeAttributes": {
+    volume = {"name": "v", "csi": {"readOnly": True, "volumeAttributes": {
         "connector.name": "broken", "configuration.names": "pipconf"}}}  # fmt: skip
     with pytest.raises(grpc.RpcError) as caught:
         node.kubelet.node.NodePublishVolume(node.kubelet.request(pod, volume), timeout=30)
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "not Ready (ConnectionFailed" in str(caught.value.details())
+
+
+def csi_volume(name: str, read_only: bool = True, **attributes: str) -> dict[str, Any]:
+    return {"name": name, "csi": {"driver": "connectors-csi", "readOnly": read_only,
+                                  "volumeAttributes": attributes}}  # fmt: skip
+
+
+def test_a_volume_that_is_not_read_only_is_refused(node: Node):
+    node.cluster.kubectl("apply", "-n", NS, "-f", "-", stdin=seed_pod("writable"))
+    pod = node.kubelet.pod(NS, "writable")
+    volume = csi_volume("rw", read_only=False, **{
+        "connector.name": "pypi-connector", "configuration.names": "pipconf"})  # fmt: skip
+    with pytest.raises(grpc.RpcError) as caught:
+        node.kubelet.publish_volume(pod, volume)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "set readOnly: true" in str(caught.value.details())
+
+
+def test_two_connectors_share_one_set_of_files_at_the_mount_root_with_the_built_in_files(
+    node: Node,
+):
+    node.cluster.kubectl("apply", "-n", NS, "-f", "-", stdin=json.dumps({
+        "apiVersion": "connectors.alauda.io/v1alpha1", "kind": "Connector",
+        "metadata": {"name": "second"},
+        "spec": {"connectorClassName": "pypi", "address": node.registry.url,
+                 "auth": {"name": "basicAuth", "secretRef": {"name": "pypi-registry-secret"}}},
+    }))  # fmt: skip
+    wait_for(node.cluster, NS, "second")
+    node.cluster.kubectl("apply", "-n", NS, "-f", "-", stdin=seed_pod("two-connectors"))
+    pod = node.kubelet.pod(NS, "two-connectors")
+    target = node.kubelet.publish_volume(pod, csi_volume("both", **{
+        "connectors": f"pypi-connector, {NS}/second",
+        "configuration.names": "pipconf, pypirc, !connector.status.proxyAddress"}))  # fmt: skip
+    assert sorted(p.name for p in target.iterdir()) == [".pypirc", "context.token", "pip.conf"]
+    token = (target / "context.token").read_text()
+    parsed = configparser.ConfigParser()
+    parsed.read_string((target / "pip.conf").read_text())
+    second = f"c-second.{NS}.svc.cluster.local"
+    assert parsed["global"]["index-url"] == f"http://{NS}-pypi-connector:{token}@{HOST}/simple/"
+    assert parsed["global"]["extra-index-url"].split() == [
+        f"http://{NS}-second:{token}@{second}/simple/"
+    ]
+    assert parsed["global"]["trusted-host"].split() == [HOST, second]
+    pypirc = configparser.ConfigParser()
+    pypirc.read_string((target / ".pypirc").read_text())
+    assert pypirc["distutils"]["index-servers"].split() == [
+        "connectors-pypi", "connectors-pypi-second"
+    ]  # fmt: skip
+    assert pypirc["connectors-pypi-second"]["repository"] == f"http://{second}/"
+
+
+def test_without_configuration_names_only_the_built_in_files_are_written(node: Node):
+    node.cluster.kubectl("apply", "-n", NS, "-f", "-", stdin=seed_pod("built-in-only"))
+    pod = node.kubelet.pod(NS, "built-in-only")
+    target = node.kubelet.publish_volume(
+        pod, csi_volume("plain", **{"connector.name": "pypi-connector"})
+    )  # fmt: skip
+    assert sorted(p.name for p in target.iterdir()) == [
+        "connector.status.proxyAddress", "context.token"
+    ]  # fmt: skip
+    assert (target / "connector.status.proxyAddress").read_text() == PROXY_URL
+    token = (target / "context.token").read_text()
+    assert claims(token)["aud"] == [audiences.WORKLOAD]
+
+
+def test_configuration_params_of_the_mount_reach_the_templates(node: Node):
+    node.cluster.kubectl("apply", "-f", "-", stdin=json.dumps({
+        "apiVersion": "connectors.alauda.io/v1alpha1", "kind": "ConnectorClass",
+        "metadata": {"name": "with-params"},
+        "spec": {"address": {"name": "address", "type": "string"},
+                 "configurations": [{"name": "settings",
+                                     "params": [{"name": "retries", "default": "3"}],
+                                     "data": {"settings.ini":
+                                                  "retries = {{ params.retries }}\n"}}]},
+    }))  # fmt: skip
+    node.cluster.kubectl("apply", "-n", NS, "-f", "-", stdin=json.dumps({
+        "apiVersion": "connectors.alauda.io/v1alpha1", "kind": "Connector",
+        "metadata": {"name": "parametrised"},
+        "spec": {"connectorClassName": "with-params", "address": node.registry.url},
+    }))  # fmt: skip
+    wait_for(node.cluster, NS, "parametrised")
+    node.cluster.kubectl("apply", "-n", NS, "-f", "-", stdin=seed_pod("with-params"))
+    pod = node.kubelet.pod(NS, "with-params")
+    attributes = {"connector.name": "parametrised", "configuration.names": "settings"}
+    default = node.kubelet.publish_volume(pod, csi_volume("default", **attributes))
+    assert (default / "settings.ini").read_text() == "retries = 3\n"
+    chosen = node.kubelet.publish_volume(pod, csi_volume("chosen", **attributes, **{
+        "configuration.params": '{"settings": {"retries": 7}}'}))  # fmt: skip
+    assert (chosen / "settings.ini").read_text() == "retries = 7\n"
 
 
 def test_a_renewed_token_reaches_the_inode_a_subpath_mount_holds_and_still_opens_the_proxy(

@@ -134,13 +134,14 @@ class KubeletStandIn:
     def publish(self, namespace: str, name: str) -> dict[str, Path]:
         """Mount every CSI volume of the Pod, as kubelet does before starting it."""
         pod = self.pod(namespace, name)
-        mounted = {}
-        for volume in self.volumes(pod):
-            request = self.request(pod, volume)
-            self.node.NodePublishVolume(request, timeout=30)
-            self._published[request.target_path] = request.volume_id
-            mounted[volume["name"]] = Path(request.target_path)
-        return mounted
+        return {volume["name"]: self.publish_volume(pod, volume) for volume in self.volumes(pod)}
+
+    def publish_volume(self, pod: dict[str, Any], volume: dict[str, Any]) -> Path:
+        """Mount one volume (the Pod's, or one a test writes) for the Pod; its target."""
+        request = self.request(pod, volume)
+        self.node.NodePublishVolume(request, timeout=30)
+        self._published[request.target_path] = request.volume_id
+        return Path(request.target_path)
 
     republish = publish  # kubelet repeats the same call for requiresRepublish
 

@@ -43,7 +43,7 @@ def test_the_seeds_attributes_parse_with_the_defaults():
     assert parsed.connectors == (("demo", "pypi-connector"),)
     assert parsed.configurations == ("pipconf",)
     assert parsed.token_seconds is None  # whatever kubelet issues
-    assert not parsed.per_connector_directories
+    assert parsed.excluded_files == () and parsed.params == ()
 
 
 def test_the_list_form_names_connectors_in_other_namespaces():
@@ -54,7 +54,21 @@ def test_the_list_form_names_connectors_in_other_namespaces():
     assert parsed.connectors == (("demo", "a"), ("shared", "b"))
     assert parsed.configurations == ("pipconf", "pypirc")
     assert parsed.token_seconds == 3600
-    assert parsed.per_connector_directories
+
+
+def test_alaudas_optional_forms_parse_as_documented():
+    parsed = volume.parse(
+        {**POD, "connectors": "a", "configuration.names": "pipconf, !context.token, pypirc",
+         "configuration.params": '{"pipconf": {"timeout": 60, "strict": true}}',
+         "token.expiration": "1h30m"}
+    )  # fmt: skip
+    assert parsed.configurations == ("pipconf", "pypirc")
+    assert parsed.excluded_files == ("context.token",)
+    assert parsed.params_for("pipconf") == {"timeout": "60", "strict": "true"}
+    assert parsed.params_for("pypirc") == {}
+    assert parsed.token_seconds == 5400
+    built_in_only = volume.parse({**POD, "connector.name": "a"})
+    assert built_in_only.configurations == () and built_in_only.excluded_files == ()
 
 
 @pytest.mark.parametrize(
@@ -63,11 +77,16 @@ def test_the_list_form_names_connectors_in_other_namespaces():
         ({"connector.name": "c", "configuration.names": "pipconf"}, "podInfoOnMount"),
         ({**POD, "configuration.names": "pipconf"}, "connector.name is required"),
         ({**POD, "connector.name": "c", "connectors": "d", "configuration.names": "x"}, "not both"),
-        ({**POD, "connector.name": "c"}, "configuration.names is required"),
+        ({**POD, "connector.name": "c", "configuration.names": "x",
+          "configuration.params": "{nope"}, "configuration.params is not JSON"),
+        ({**POD, "connector.name": "c", "configuration.names": "x",
+          "configuration.params": '{"y": {"a": "b"}}'}, "names y, not in configuration.names"),
+        ({**POD, "connector.name": "c", "configuration.names": "x",
+          "configuration.params": '{"x": {"a": [1]}}'}, "must be scalars"),
         ({**POD, "connector.name": "c", "configuration.names": "x", "token.expiration": "5m"},
          "between 10m and 24h"),
         ({**POD, "connector.name": "c", "configuration.names": "x", "token.expiration": "soon"},
-         "90s, 30m or 1h"),
+         "90s, 30m or 1h30m"),
     ],
 )  # fmt: skip
 def test_bad_attributes_say_what_to_fix(context: dict[str, str], message: str):

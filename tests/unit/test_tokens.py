@@ -90,15 +90,18 @@ def test_lifetimes_outside_the_bounds_are_refused(ring: KeyRing, ttl: int):
 
 
 @pytest.mark.parametrize(
-    ("text", "seconds"), [("30m", 1800), ("1h", 3600), ("90s", 90), ("600", 600)]
-)
+    ("text", "seconds"),
+    [("30m", 1800), ("1h", 3600), ("90s", 90), ("600", 600), ("1h30m", 5400), ("1.5h", 5400),
+     ("10m0s", 600), ("2h45m30s", 9930), ("1500ms", 1)],
+)  # fmt: skip
 def test_durations_read_as_written(text: str, seconds: int):
     assert tokens.parse_duration(text) == seconds
 
 
-def test_an_unreadable_duration_says_which_forms_work():
-    with pytest.raises(TokenError, match="90s, 30m or 1h"):
-        tokens.parse_duration("soon")
+@pytest.mark.parametrize("text", ["soon", "", "1d", "h", "30m 1h", "-5m", "1h30"])
+def test_an_unreadable_duration_says_which_forms_work(text: str):
+    with pytest.raises(TokenError, match="90s, 30m or 1h30m"):
+        tokens.parse_duration(text)
 
 
 def test_a_validly_signed_token_living_longer_than_the_maximum_is_refused(ring: KeyRing):

@@ -9,6 +9,7 @@ Verification allows `LEEWAY_SECONDS` of clock skew on `exp`, `nbf` and `iat`.
 from __future__ import annotations
 
 import dataclasses
+import re
 import secrets
 import time
 from collections.abc import Iterable
@@ -115,13 +116,18 @@ def verify(
     return Identity(subject=str(claims["sub"]), expires_at=float(claims["exp"]), scopes=scopes)
 
 
+_UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+_GO_PART = re.compile(r"(\d+(?:\.\d+)?|\.\d+)(h|ms|us|µs|ns|m|s)")
+_GO_DURATION = re.compile(rf"(?:{_GO_PART.pattern})+")
+
+
 def parse_duration(text: str) -> int:
-    """Seconds in a duration such as `30m`, `1h`, `90s` or `600`."""
-    units = {"s": 1, "m": 60, "h": 3600}
+    """Whole seconds in a duration: plain seconds (`600`) or Go's form, one or more
+    number-unit pairs (`90s`, `30m`, `1h30m`, `1.5h`; units h, m, s, ms, us, ns)."""
     text = text.strip()
-    try:
-        if text and text[-1] in units:
-            return int(text[:-1]) * units[text[-1]]
+    if text.isdigit():
         return int(text)
-    except ValueError as exc:
-        raise TokenError(f"cannot read duration {text!r}: use forms like 90s, 30m or 1h") from exc
+    if not _GO_DURATION.fullmatch(text):
+        raise TokenError(f"cannot read duration {text!r}: use forms like 90s, 30m or 1h30m")
+    total = sum(float(number) * _UNIT_SECONDS[unit] for number, unit in _GO_PART.findall(text))
+    return int(total)

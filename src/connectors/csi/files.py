@@ -12,9 +12,9 @@ one `pwrite`, padded with newlines to the old length when shorter, and only then
 truncated, so a reader between the two steps sees the new text and blank lines, which every
 configuration format here ignores. What in-place writing cannot give is a snapshot: a read
 that overlaps the write itself (microseconds, once per token renewal) may see part of each
-text, or the new text cut at the old length, and the client fails that once. Swapping inodes would avoid it and never reach a
-`subPath` mount at all. A file that is new is written beside its name and renamed into
-place. Files are mode 0444.
+text, or the new text cut at the old length, and the client fails that once. Swapping
+inodes would avoid that and never reach a `subPath` mount at all. A file that is new is
+written beside its name and renamed into place. Files are mode 0444.
 """
 
 from __future__ import annotations

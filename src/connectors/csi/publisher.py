@@ -140,7 +140,7 @@ class Publisher:
         self, request: VolumeRequest, context: Mapping[str, str], secrets: Mapping[str, str]
     ) -> tuple[dict[str, str], MintedToken, bool]:
         """The files to write, the token in them, and whether the driver minted it."""
-        targets = [self._resolve(key, request) for key in request.connectors]
+        targets = self._resolve_all(request)
         token, minted = await self._token(request, targets, secrets, context)
         return self._render(request, targets, token), token, minted
 
@@ -153,7 +153,24 @@ class Publisher:
         except (OSError, files.UnsafeFilename) as exc:
             raise PublishError(grpc.StatusCode.INTERNAL, f"cannot write {target}: {exc}") from None
 
-    def _resolve(self, key: tuple[str, str], request: VolumeRequest) -> Target:
+    def _resolve_all(self, request: VolumeRequest) -> list[Target]:
+        """The mount's connectors; each named configuration must exist in one of their
+        classes at least (a mount may mix classes, each contributing what it has)."""
+        targets = [self._resolve(key) for key in request.connectors]
+        classes = {cls.name: cls for _, cls, _ in targets}
+        for configuration in request.configurations:
+            if all(cls.spec.configuration(configuration) is None for cls in classes.values()):
+                known = sorted(
+                    {c.name for cls in classes.values() for c in cls.spec.configurations}
+                )
+                raise PublishError(
+                    grpc.StatusCode.NOT_FOUND,
+                    f"ConnectorClass {', '.join(classes)} has no configuration "
+                    f"{configuration!r} (it has: {', '.join(known) or 'none'})",
+                )
+        return targets
+
+    def _resolve(self, key: tuple[str, str]) -> Target:
         snapshot = self.store.snapshot()
         namespace, name = key
         connector = snapshot.connectors.get(key)
@@ -174,14 +191,6 @@ class Publisher:
                 grpc.StatusCode.FAILED_PRECONDITION,
                 f"ConnectorClass {connector.spec.connector_class_name} not found",
             )
-        for configuration in request.configurations:
-            if cls.spec.configuration(configuration) is None:
-                known = ", ".join(c.name for c in cls.spec.configurations) or "none"
-                raise PublishError(
-                    grpc.StatusCode.NOT_FOUND,
-                    f"ConnectorClass {cls.name} has no configuration {configuration!r} "
-                    f"(it has: {known})",
-                )
         return connector, cls, self._proxy_url(connector)
 
     def _proxy_url(self, connector: Connector) -> str:
@@ -229,16 +238,30 @@ class Publisher:
         targets: list[Target],
         token: MintedToken,
     ) -> dict[str, str]:
+        """Every file at the mount root: each class's configurations rendered once for all
+        of its connectors (a later class's file replaces an earlier one of the same name,
+        as Alauda documents), then the built-in files, less the `!` exclusions."""
+        by_class: dict[str, list[Target]] = {}
+        for target in targets:
+            by_class.setdefault(target[1].name, []).append(target)
         rendered_files: dict[str, str] = {}
-        for connector, cls, url in targets:
-            context = render.RenderContext(proxy_url=url, token=token.token)
-            prefix = f"{connector.name}/" if request.per_connector_directories else ""
+        for members in by_class.values():
+            (first, cls, url), others = members[0], members[1:]
             for configuration in request.configurations:
+                if cls.spec.configuration(configuration) is None:
+                    continue  # another class of the mount has it (checked in _resolve_all)
                 try:
-                    rendered = render.render_configuration(connector, cls, configuration, context)
+                    rendered = render.render_configuration(
+                        first, cls, configuration, render.RenderContext(url, token.token),
+                        overrides=request.params_for(configuration),
+                        others=[(c, render.RenderContext(u, token.token)) for c, _, u in others],
+                    )  # fmt: skip
                 except (TemplateError, NotFoundError) as exc:
                     raise PublishError(grpc.StatusCode.FAILED_PRECONDITION, str(exc)) from None
-                rendered_files.update({prefix + name: text for name, text in rendered.items()})
+                rendered_files.update(rendered)
+        rendered_files.update(builtin_files(targets[0][2], token.token))
+        for excluded in request.excluded_files:
+            rendered_files.pop(excluded, None)
         return rendered_files
 
     # Unpublishing -------------------------------------------------------------------------
@@ -265,6 +288,18 @@ class Publisher:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(dataclasses.asdict(record)))
         tmp.replace(path)
+
+
+BUILTIN_TOKEN = "context.token"
+BUILTIN_PROXY_ADDRESS = "connector.status.proxyAddress"
+
+
+def builtin_files(proxy_url: str, token: str) -> dict[str, str]:
+    """Alauda's built-in files that mean something here: the token alone, for clients
+    configured by hand, and the (first) connector's proxy address. Its forward-proxy and
+    CA files are not written: there is no forward proxy, and the proxy's CA is not the
+    driver's to know (docs/compatibility.md)."""
+    return {BUILTIN_TOKEN: token, BUILTIN_PROXY_ADDRESS: proxy_url}
 
 
 def _hash(text: str) -> str:

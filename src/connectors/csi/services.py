@@ -61,6 +61,12 @@ class NodeService(csi_pb2_grpc.NodeServicer):
                 grpc.StatusCode.INVALID_ARGUMENT,
                 "connectors volumes are files: use a mount volume, not a block volume",
             )
+        if not request.readonly:
+            await _abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "connectors volumes hold credentials a Pod must not change: set readOnly: true",
+            )
         try:
             await self.publisher.publish(
                 request.volume_id,

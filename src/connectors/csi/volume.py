@@ -1,19 +1,24 @@
 """What a CSI volume asks for, read from its volume context: pure parsing, no I/O.
 
-Attributes a Pod's `csi.volumeAttributes` may set:
+Attributes a Pod's `csi.volumeAttributes` may set (Alauda's, as documented):
 - `connector.name` and optionally `connector.namespace` (default: the Pod's namespace), or
-  the list form `connectors`: comma-separated `name` or `namespace/name`; with a list,
-  each connector's files go into a subdirectory named after it;
-- `configuration.names`: comma-separated configurations of the connector's class
-  (`pipconf`, `pypirc`, ...), required;
-- `token.expiration`: the token's lifetime (10m to 24h). Unset, the token is kubelet's
-  (30m in the chart); a driver that mints its own uses 30m.
+  the list form `connectors`: comma-separated `name` or `namespace/name`. Every file goes
+  to the mount root; connectors of one class share each configuration's files (the
+  templates see them all as `connectors`);
+- `configuration.names`: comma-separated configurations of the classes (`pipconf`,
+  `pypirc`, ...) and `!<file>` entries that leave a file out; omitted, only the built-in
+  files are written;
+- `configuration.params`: a JSON object from configuration name to parameter values,
+  overriding the class's and the Connector's for this mount;
+- `token.expiration`: the token's lifetime (10m to 24h, `30m` or Go's `1h30m`). Unset, the
+  token is kubelet's (30m in the chart); a driver that mints its own uses 30m.
 kubelet adds the Pod's name, namespace, uid and ServiceAccount (podInfoOnMount).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Mapping
 
 from connectors.api.errors import TokenError
@@ -29,6 +34,7 @@ CONNECTOR_NAME = "connector.name"
 CONNECTOR_NAMESPACE = "connector.namespace"
 CONNECTORS = "connectors"
 CONFIGURATIONS = "configuration.names"
+CONFIGURATION_PARAMS = "configuration.params"
 TOKEN_EXPIRATION = "token.expiration"
 
 DEFAULT_TOKEN_SECONDS = 30 * 60
@@ -53,8 +59,12 @@ class VolumeRequest:
     pod: PodInfo
     connectors: tuple[tuple[str, str], ...]  # (namespace, name)
     configurations: tuple[str, ...]
+    excluded_files: tuple[str, ...]
+    params: tuple[tuple[str, tuple[tuple[str, str], ...]], ...]  # configuration -> overrides
     token_seconds: int | None  # None: whatever kubelet issues
-    per_connector_directories: bool
+
+    def params_for(self, configuration: str) -> dict[str, str]:
+        return dict(next((given for name, given in self.params if name == configuration), ()))
 
 
 def _split(text: str) -> list[str]:
@@ -73,12 +83,15 @@ def parse(context: Mapping[str, str]) -> VolumeRequest:
         uid=context[POD_UID],
         service_account=context[SERVICE_ACCOUNT],
     )
+    names = _split(context.get(CONFIGURATIONS, ""))
+    configurations = tuple(dict.fromkeys(n for n in names if not n.startswith("!")))
     return VolumeRequest(
         pod=pod,
         connectors=_connectors(context, pod.namespace),
-        configurations=_configurations(context),
+        configurations=configurations,
+        excluded_files=tuple(n[1:] for n in names if n.startswith("!")),
+        params=_params(context, configurations),
         token_seconds=_token_seconds(context),
-        per_connector_directories=CONNECTORS in context,
     )
 
 
@@ -99,13 +112,38 @@ def _connectors(context: Mapping[str, str], pod_namespace: str) -> tuple[tuple[s
     return ((context.get(CONNECTOR_NAMESPACE, "").strip() or pod_namespace, name),)
 
 
-def _configurations(context: Mapping[str, str]) -> tuple[str, ...]:
-    names = _split(context.get(CONFIGURATIONS, ""))
-    if not names:
+def _params(
+    context: Mapping[str, str], configurations: tuple[str, ...]
+) -> tuple[tuple[str, tuple[tuple[str, str], ...]], ...]:
+    text = context.get(CONFIGURATION_PARAMS, "").strip()
+    if not text:
+        return ()
+    example = '{"pipconf": {"simplePath": "simple"}}'
+    try:
+        given = json.loads(text)
+    except ValueError:
+        raise InvalidVolume(f"{CONFIGURATION_PARAMS} is not JSON; write it as {example}") from None
+    if not isinstance(given, dict) or not all(isinstance(v, dict) for v in given.values()):
+        raise InvalidVolume(f"{CONFIGURATION_PARAMS} must map configurations to objects: {example}")
+    unknown = sorted(set(given) - set(configurations))
+    if unknown:
         raise InvalidVolume(
-            f"volume attribute {CONFIGURATIONS} is required (for example pipconf or pypirc)"
+            f"{CONFIGURATION_PARAMS} names {', '.join(unknown)}, not in {CONFIGURATIONS}"
         )
-    return tuple(dict.fromkeys(names))
+    result = []
+    for configuration, values in given.items():
+        if not all(isinstance(v, str | int | float | bool) for v in values.values()):
+            raise InvalidVolume(
+                f"{CONFIGURATION_PARAMS}: values of {configuration} must be scalars"
+            )
+        result.append((configuration, tuple((str(k), _scalar(v)) for k, v in values.items())))
+    return tuple(result)
+
+
+def _scalar(value: str | int | float | bool) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def _token_seconds(context: Mapping[str, str]) -> int | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -89,26 +90,52 @@ def render_string(template: str, variables: dict[str, Any], *, what: str) -> str
 
 
 def render_configuration(
-    connector: Connector, cls: ConnectorClass, name: str, context: RenderContext
+    connector: Connector,
+    cls: ConnectorClass,
+    name: str,
+    context: RenderContext,
+    *,
+    overrides: Mapping[str, str] | None = None,
+    others: Sequence[tuple[Connector, RenderContext]] = (),
 ) -> dict[str, str]:
-    """The files of configuration `name` (filename -> content) for this connector."""
+    """The files of configuration `name` (filename -> content) for this connector, and for
+    `others` of the same class mounted with it: the templates see every one of them, this
+    connector first, as `connectors`. `overrides` (a mount's `configuration.params`) take
+    precedence over every other parameter value."""
     configuration = cls.spec.configuration(name)
     if configuration is None:
         known = ", ".join(c.name for c in cls.spec.configurations) or "none"
         raise NotFoundError(
             f"ConnectorClass {cls.name} has no configuration {name!r} (it has: {known})"
         )
+    every = [
+        _connector_variables(member, cls, configuration, member_context, overrides)
+        for member, member_context in [(connector, context), *others]
+    ]
     variables = {
-        "connector": {
-            "metadata": codec.encode(connector.metadata),
-            "spec": codec.encode(connector.spec),
-        },
+        **every[0],
         "connectorclass": {"metadata": codec.encode(cls.metadata), "spec": codec.encode(cls.spec)},
-        "context": {"token": context.token, "username": username_for(connector)},
-        "proxy": proxy_variables(context.proxy_url),
-        "params": effective_params(connector, cls, configuration),
+        "connectors": every,
     }
     return {
         filename: render_string(template, variables, what=f"configuration {name}, file {filename}")
         for filename, template in configuration.data.items()
+    }
+
+
+def _connector_variables(
+    connector: Connector,
+    cls: ConnectorClass,
+    configuration: Configuration,
+    context: RenderContext,
+    overrides: Mapping[str, str] | None,
+) -> dict[str, Any]:
+    return {
+        "connector": {
+            "metadata": codec.encode(connector.metadata),
+            "spec": codec.encode(connector.spec),
+        },
+        "context": {"token": context.token, "username": username_for(connector)},
+        "proxy": proxy_variables(context.proxy_url),
+        "params": {**effective_params(connector, cls, configuration), **(overrides or {})},
     }
