@@ -17,6 +17,7 @@ from tests.support import leaks, seed
 from tests.support.components import OperatorProcess, condition, connector, wait_for
 from tests.support.standalone import connector_manifest, secret_manifest
 from tests.support.testcluster import TestCluster
+from tests.support.waiting import settled
 
 NS = seed.NAMESPACE
 PASSWORDS: list[str] = []
@@ -168,6 +169,44 @@ def test_basic_auth_without_a_secret_connects_a_registry_that_needs_none(
         apply(kube_cluster, json.dumps(document))
         body = wait_for(kube_cluster, NS, "anonymous")
     assert condition(body, "SecretReady")["reason"] == "SecretOptional"
+
+
+def test_classes_in_alaudas_shape_apply_and_say_in_kubectl_get_whether_they_are_served(
+    kube_cluster: TestCluster, operator: OperatorProcess
+):
+    unsupported = {
+        "apiVersion": "connectors.alauda.io/v1alpha1", "kind": "ConnectorClass",
+        "metadata": {"name": "alauda-shaped"},
+        "spec": {
+            "address": {"name": "address", "type": "string"},
+            "addressExtensions": [{"name": "files", "type": "string"}],
+            "auth": {"types": [{"name": "basicAuth", "secretType": "kubernetes.io/basic-auth",
+                                "displayName": "Basic", "generator": {"rego": "package proxy"}}]},
+            "livenessProbe": {"http": {"path": "/", "disableRedirect": True, "scheme": "https"}},
+            "authProbes": [{"authName": "basicAuth", "params": [{"name": "repository"}],
+                            "probe": {"http": {"path": "/simple/", "method": "GET"}}}],
+            "proxy": {"ref": {"kind": "Service", "name": "connectors-proxy-service",
+                              "namespace": "connectors-system"}},
+            "configurations": [{"name": "pipconf", "annotations": {"note": "x"},
+                                "data": {"pip.conf": "[global]\n"}}],
+        },
+    }  # fmt: skip
+    apply(kube_cluster, json.dumps(unsupported))  # kubectl's strict validation
+
+    def rows() -> list[list[str]] | None:
+        out = kube_cluster.kubectl("get", "connectorclass", "pypi", "alauda-shaped").stdout
+        found = {line.split()[0]: line.split() for line in out.splitlines()}
+        written = len(found.get("alauda-shaped", ())) == 4 and len(found.get("pypi", ())) == 3
+        return list(found.values()) if written else None  # a Ready status, no Reason
+
+    listed = settled(rows, 30, "both classes with a Ready column")
+    assert listed[0] == ["NAME", "READY", "REASON", "AGE"]
+    assert listed[1][:2] == ["pypi", "True"]
+    assert listed[2][:3] == ["alauda-shaped", "False", "UnsupportedFeature"]
+    status = kube_cluster.kubectl_json("get", "connectorclass", "alauda-shaped")["status"]
+    message = condition({"status": status}, "Ready")["message"]
+    assert "spec.auth.types[basicAuth].generator (Rego)" in message
+    assert "spec.livenessProbe.http.scheme" in message
 
 
 def test_an_unknown_class_is_connector_class_not_found(

@@ -31,6 +31,8 @@ class Reason(enum.StrEnum):
     PROXY_SERVICE_NOT_FOUND = "ProxyServiceNotFound"
     CA_CERT_NOT_FOUND = "CACertNotFound"
     NOT_CHECKED = "NotChecked"
+    UNSUPPORTED_FEATURE = "UnsupportedFeature"
+    INVALID_TEMPLATE = "InvalidTemplate"
 
 
 # The order in which Ready looks for the first failing condition.

@@ -22,6 +22,7 @@ from connectors.api import codec
 from connectors.api.resources import (
     GROUP,
     VERSION,
+    ClassStatus,
     ConnectorClassSpec,
     ConnectorSpec,
     ConnectorStatus,
@@ -85,8 +86,8 @@ def _object_schema(cls: type[Any]) -> Schema:
     return schema
 
 
-def _status_schema() -> Schema:
-    schema = schema_of(ConnectorStatus)
+def _status_schema(kind: type[Any] = ConnectorStatus) -> Schema:
+    schema = schema_of(kind)
     # Conditions are a map keyed by type, so server-side apply merges them by type.
     schema["properties"]["conditions"].update(
         {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]}
@@ -165,7 +166,12 @@ def connector_class_crd() -> dict[str, Any]:
         "connectorclasses",
         "Cluster",
         schema_of(ConnectorClassSpec),
-        columns=[{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}],
+        status=_status_schema(ClassStatus),
+        columns=[
+            {"name": "Ready", "type": "string", "jsonPath": f"{_READY}.status"},
+            {"name": "Reason", "type": "string", "jsonPath": f"{_READY}.reason"},
+            {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+        ],
     )
 
 

@@ -11,7 +11,7 @@ import base64
 import binascii
 import dataclasses
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -19,6 +19,7 @@ from connectors.api import codec
 from connectors.api.errors import ManifestError
 from connectors.api.resources import (
     API_VERSION,
+    ClassStatus,
     Connector,
     ConnectorClass,
     ConnectorClassSpec,
@@ -29,6 +30,7 @@ from connectors.api.resources import (
 )
 
 Resource = Connector | ConnectorClass | Secret
+StatusT = TypeVar("StatusT", ConnectorStatus, ClassStatus)
 
 _KINDS: dict[tuple[str, str], str] = {
     (API_VERSION, "Connector"): "Connector",
@@ -76,27 +78,28 @@ def parse(document: object, *, namespace: str | None = None) -> Resource | None:
     if known == "ConnectorClass":
         metadata = dataclasses.replace(metadata, namespace=None)
         spec = codec.decode(ConnectorClassSpec, document.get("spec"), "spec")
-        return ConnectorClass(metadata=metadata, spec=spec)
+        status = _status(ClassStatus, document.get("status"), ClassStatus())
+        return ConnectorClass(metadata=metadata, spec=spec, status=status)
     if metadata.namespace is None and namespace is not None:
         metadata = dataclasses.replace(metadata, namespace=namespace)
     if known == "Connector":
         return Connector(
             metadata=metadata,
             spec=codec.decode(ConnectorSpec, document.get("spec"), "spec"),
-            status=_status(document.get("status")),
+            status=_status(ConnectorStatus, document.get("status"), ConnectorStatus()),
         )
     return _parse_secret(document, metadata)
 
 
-def _status(document: object) -> ConnectorStatus:
+def _status(kind: type[StatusT], document: object, empty: StatusT) -> StatusT:
     """The status a controller wrote; one that cannot be read counts as none yet, since a
     reconcile pass rewrites it whole."""
     if not document:
-        return ConnectorStatus()
+        return empty
     try:
-        return codec.decode(ConnectorStatus, document, "status")
+        return codec.decode(kind, document, "status")
     except ManifestError:
-        return ConnectorStatus()
+        return empty
 
 
 def _parse_secret(document: Mapping[str, Any], metadata: ObjectMeta) -> Secret:

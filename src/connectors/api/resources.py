@@ -203,12 +203,25 @@ class Connector:
 
 
 @dataclasses.dataclass(frozen=True)
+class ProbeResponse:
+    cel: str = dataclasses.field(default="", metadata=wire("cel"))
+
+
+@dataclasses.dataclass(frozen=True)
 class HTTPProbe:
+    """Alauda's probe. `host`, `scheme` and `response.cel` are accepted but not supported
+    (the class's Ready condition says so); redirects are never followed, whatever
+    `disableRedirect` says, so credentials never leave the connector's host."""
+
     path: str = dataclasses.field(default="/", metadata=wire("path"))
     method: str = dataclasses.field(default="GET", metadata=wire("method"))
     http_headers: tuple[NameValue, ...] = dataclasses.field(
         default=(), metadata=wire("httpHeaders")
     )
+    host: str = dataclasses.field(default="", metadata=wire("host"))
+    scheme: str = dataclasses.field(default="", metadata=wire("scheme"))
+    disable_redirect: bool = dataclasses.field(default=False, metadata=wire("disableRedirect"))
+    response: ProbeResponse | None = dataclasses.field(default=None, metadata=wire("response"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -220,6 +233,12 @@ class Probe:
 class AuthProbe:
     auth_name: str = dataclasses.field(metadata=wire("authName", required=True))
     probe: Probe = dataclasses.field(metadata=wire("probe", required=True))
+    params: tuple[ParamSpec, ...] = dataclasses.field(default=(), metadata=wire("params"))
+
+
+@dataclasses.dataclass(frozen=True)
+class RegoScript:
+    rego: str = dataclasses.field(default="", metadata=wire("rego"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -228,6 +247,9 @@ class AuthType:
     secret_type: str = dataclasses.field(default="", metadata=wire("secretType"))
     optional: bool = dataclasses.field(default=False, metadata=wire("optional"))
     params: tuple[ParamSpec, ...] = dataclasses.field(default=(), metadata=wire("params"))
+    generator: RegoScript | None = dataclasses.field(default=None, metadata=wire("generator"))
+    display_name: str = dataclasses.field(default="", metadata=wire("displayName"))
+    description: str = dataclasses.field(default="", metadata=wire("description"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -236,11 +258,45 @@ class ClassAuth:
 
 
 @dataclasses.dataclass(frozen=True)
+class Addressable:
+    """Alauda's `ref` to the Service behind a class's proxy or API."""
+
+    kind: str = dataclasses.field(metadata=wire("kind", required=True))
+    name: str = dataclasses.field(metadata=wire("name", required=True))
+    namespace: str = dataclasses.field(default="", metadata=wire("namespace"))
+    api_version: str = dataclasses.field(default="", metadata=wire("apiVersion"))
+    group: str = dataclasses.field(default="", metadata=wire("group"))
+    address: str = dataclasses.field(default="", metadata=wire("address"))
+
+
+@dataclasses.dataclass(frozen=True)
 class ClassProxy:
+    """`protocol` is this project's (the built-in behaviour, e.g. pypi link rewriting);
+    the rest is Alauda's: every class here is served by the shared proxy, so `ref`, `uri`,
+    `audience` and `CACerts` are accepted and change nothing; a Rego `authExtractor` is
+    not supported (the class's Ready condition says so)."""
+
     protocol: str = dataclasses.field(
         default="",
         metadata=wire("protocol", description="How the proxy treats responses (e.g. pypi)."),
     )
+    ref: Addressable | None = dataclasses.field(default=None, metadata=wire("ref"))
+    uri: str = dataclasses.field(default="", metadata=wire("uri"))
+    audience: str = dataclasses.field(default="", metadata=wire("audience"))
+    ca_certs: str = dataclasses.field(default="", metadata=wire("CACerts"))
+    auth_extractor: RegoScript | None = dataclasses.field(
+        default=None, metadata=wire("authExtractor")
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassAPI:
+    """Alauda's ConnectorClass API (a plugin Service): accepted, not served here."""
+
+    ref: Addressable | None = dataclasses.field(default=None, metadata=wire("ref"))
+    uri: str = dataclasses.field(default="", metadata=wire("uri"))
+    audience: str = dataclasses.field(default="", metadata=wire("audience"))
+    ca_certs: str = dataclasses.field(default="", metadata=wire("CACerts"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -248,6 +304,9 @@ class Configuration:
     name: str = dataclasses.field(metadata=wire("name", required=True))
     data: dict[str, str] = dataclasses.field(default_factory=dict, metadata=wire("data"))
     params: tuple[ParamSpec, ...] = dataclasses.field(default=(), metadata=wire("params"))
+    annotations: dict[str, str] = dataclasses.field(
+        default_factory=dict, metadata=wire("annotations")
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -261,6 +320,10 @@ class ConnectorClassSpec:
         default=(), metadata=wire("configurations")
     )
     params: tuple[ParamSpec, ...] = dataclasses.field(default=(), metadata=wire("params"))
+    address_extensions: tuple[ParamSpec, ...] = dataclasses.field(
+        default=(), metadata=wire("addressExtensions")
+    )
+    api: ClassAPI | None = dataclasses.field(default=None, metadata=wire("api"))
 
     def auth_type(self, name: str) -> AuthType | None:
         return next((t for t in self.auth.types if t.name == name), None)
@@ -273,9 +336,27 @@ class ConnectorClassSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class ClassStatus:
+    conditions: tuple[Condition, ...] = dataclasses.field(default=(), metadata=wire("conditions"))
+    observed_generation: int | None = dataclasses.field(
+        default=None, metadata=wire("observedGeneration")
+    )
+
+    def condition(self, type_: str) -> Condition | None:
+        return next((c for c in self.conditions if c.type == type_), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        document: dict[str, Any] = {"conditions": [c.to_dict() for c in self.conditions]}
+        if self.observed_generation is not None:
+            document["observedGeneration"] = self.observed_generation
+        return document
+
+
+@dataclasses.dataclass(frozen=True)
 class ConnectorClass:
     metadata: ObjectMeta
     spec: ConnectorClassSpec
+    status: ClassStatus = ClassStatus()
 
     @property
     def name(self) -> str:

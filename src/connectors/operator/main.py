@@ -23,6 +23,7 @@ from connectors.kube.client import KubeClient
 from connectors.kube.config import ClusterConfig
 from connectors.kube.leases import LeaderElector, LeaseSettings
 from connectors.operator import handlers
+from connectors.operator.class_status import ClassStatusWriter
 from connectors.operator.controller import FIELD_MANAGER, ConnectorController
 from connectors.operator.settings import OperatorSettings
 from connectors.store.kubestore import KubeStore
@@ -91,6 +92,8 @@ async def run(config: ClusterConfig, settings: OperatorSettings) -> None:
         await store.start()
         controller = ConnectorController(kube, store, session, settings)
         controller.start()
+        class_status = ClassStatusWriter(kube, store, controller.health)
+        class_status.start()
         stop = asyncio.Event()
         lost: list[bool] = []
 
@@ -109,6 +112,7 @@ async def run(config: ClusterConfig, settings: OperatorSettings) -> None:
             )
         finally:
             keeper.cancel()
+            await class_status.stop()
             await controller.stop()
             await store.stop()
             if not lost:

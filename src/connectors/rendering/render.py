@@ -77,6 +77,14 @@ def _compiled(template: str) -> jinja2.Template:
     return _ENVIRONMENT.from_string(template)
 
 
+def compile_template(template: str, *, what: str) -> None:
+    """Raise TemplateError naming `what` if `template` does not compile."""
+    try:
+        _compiled(template)
+    except jinja2.TemplateError as exc:
+        raise TemplateError(f"{what}: {exc.__class__.__name__}: {exc.message}") from None
+
+
 def render_string(template: str, variables: dict[str, Any], *, what: str) -> str:
     """Render one template string in the sandbox; failures name `what`, not the values."""
     try:
