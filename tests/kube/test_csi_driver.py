@@ -403,6 +403,38 @@ def test_configuration_params_of_the_mount_reach_the_templates(node: Node):
     assert (chosen / "settings.ini").read_text() == "retries = 7\n"
 
 
+def test_a_class_whose_files_cannot_be_written_fails_the_mount_and_leaves_nothing(node: Node):
+    # A ConnectorClass author is trusted with templates, not with the node: files that
+    # cannot be written whole are refused before anything is mounted, and an error never
+    # quotes the token a template indexed by.
+    node.cluster.kubectl("apply", "-f", "-", stdin=json.dumps({
+        "apiVersion": "connectors.alauda.io/v1alpha1", "kind": "ConnectorClass",
+        "metadata": {"name": "hostile-templates"},
+        "spec": {"address": {"name": "address", "type": "string"}, "configurations": [
+            {"name": "clash", "data": {"x": "1", "x/y": "2"}},
+            {"name": "quoting", "data": {"q": "{{ params[context.token] }}"}},
+        ]},
+    }))  # fmt: skip
+    node.cluster.kubectl("apply", "-n", NS, "-f", "-", stdin=json.dumps({
+        "apiVersion": "connectors.alauda.io/v1alpha1", "kind": "Connector",
+        "metadata": {"name": "hostile"},
+        "spec": {"connectorClassName": "hostile-templates", "address": node.registry.url},
+    }))  # fmt: skip
+    wait_for(node.cluster, NS, "hostile")
+    node.cluster.kubectl("apply", "-n", NS, "-f", "-", stdin=seed_pod("hostile-user"))
+    pod = node.kubelet.pod(NS, "hostile-user")
+    for configuration, wanted in (("clash", "both a file and a directory"),
+                                  ("quoting", "<token>")):  # fmt: skip
+        volume = csi_volume(configuration, **{
+            "connector.name": "hostile", "configuration.names": configuration})  # fmt: skip
+        with pytest.raises(grpc.RpcError) as caught:
+            node.kubelet.publish_volume(pod, volume)
+        assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert wanted in str(caught.value.details())
+        assert "eyJ" not in str(caught.value.details())
+        assert not memoryfs.is_memory_backed(node.kubelet.target(pod, configuration))
+
+
 def test_a_renewed_token_reaches_the_inode_a_subpath_mount_holds_and_still_opens_the_proxy(
     node: Node,
 ):

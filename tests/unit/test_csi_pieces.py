@@ -83,6 +83,10 @@ def test_alaudas_optional_forms_parse_as_documented():
           "configuration.params": '{"y": {"a": "b"}}'}, "names y, not in configuration.names"),
         ({**POD, "connector.name": "c", "configuration.names": "x",
           "configuration.params": '{"x": {"a": [1]}}'}, "must be scalars"),
+        ({**POD, "connector.name": "c", "configuration.names": "x",
+          "configuration.params": "[" * 100_000}, "longer than 16384 bytes"),
+        ({**POD, "connectors": ",".join(f"c{i}" for i in range(17)), "configuration.names": "x"},
+         "names 17 connectors; a volume takes 16"),
         ({**POD, "connector.name": "c", "configuration.names": "x", "token.expiration": "5m"},
          "between 10m and 24h"),
         ({**POD, "connector.name": "c", "configuration.names": "x", "token.expiration": "soon"},
@@ -139,10 +143,34 @@ def test_files_are_read_only_plain_files_rewritten_in_the_same_inode(memory_targ
     assert sorted(p.name for p in memory_target.iterdir()) == ["pip.conf"]  # sub/ went
 
 
-@pytest.mark.parametrize("name", ["../escape", "/etc/passwd", ".new-pip.conf", "a/../../b", ""])
+@pytest.mark.parametrize(
+    "name", ["../escape", "/etc/passwd", ".new-pip.conf", "a/../../b", "", "a\0b"]
+)
 def test_names_that_would_leave_the_volume_are_refused(tmp_path: Path, name: str):
     with pytest.raises(files.UnsafeFilename):
+        files.check({name: "x"})
+    with pytest.raises(files.UnsafeFilename):
         files.write(tmp_path / "t", {name: "x"})
+
+
+@pytest.mark.parametrize(
+    ("rendered", "message"),
+    [
+        ({"x": "1", "x/y": "2"}, "both a file and a directory"),
+        ({"big": "x" * memoryfs.SIZE_BYTES}, "more than a volume holds"),
+        ({f"f{i}": "" for i in range(memoryfs.MAX_INODES)}, "more than a volume holds"),
+    ],
+)
+def test_files_that_could_not_be_written_whole_are_refused_before_any_is(
+    rendered: dict[str, str], message: str
+):
+    with pytest.raises(files.UnsafeFilename, match=message):
+        files.check(rendered)
+
+
+def test_a_duplicated_connector_list_renders_each_connector_once():
+    parsed = volume.parse({**POD, "connectors": ",".join(["a"] * 100_000)})
+    assert parsed.connectors == (("demo", "a"),)
 
 
 def test_a_reader_never_finds_the_file_missing_or_empty_while_it_is_rewritten(

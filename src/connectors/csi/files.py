@@ -22,6 +22,8 @@ from __future__ import annotations
 import os
 from pathlib import Path, PurePosixPath
 
+from connectors.csi import memoryfs
+
 FILE_MODE = 0o444
 DIR_MODE = 0o755
 _NEW = ".new-"  # prefix of a file being created, never a rendered name
@@ -33,11 +35,27 @@ class UnsafeFilename(ValueError):
 
 def _check(name: str) -> PurePosixPath:
     path = PurePosixPath(name)
-    if path.is_absolute() or not path.parts or any(p in ("", ".", "..") for p in path.parts):
+    if "\0" in name or path.is_absolute() or not path.parts or ".." in path.parts:
         raise UnsafeFilename(f"file name {name!r} is not a plain relative path")
     if any(part.startswith(_NEW) for part in path.parts):
         raise UnsafeFilename(f"file name {name!r} clashes with the volume's own entries")
     return path
+
+
+def check(files: dict[str, str]) -> None:
+    """Refuse, before anything is written, a set of files that could not be written whole:
+    unsafe names, a name that is also another's directory, more files or bytes than the
+    volume's tmpfs holds (`memoryfs`)."""
+    checked = [_check(name) for name in files]
+    directories = {parent for path in checked for parent in path.parents}
+    clashing = sorted(str(path) for path in checked if path in directories)
+    if clashing:
+        raise UnsafeFilename(f"{', '.join(clashing)} would be both a file and a directory")
+    if len(checked) + len(directories) > memoryfs.MAX_INODES // 2:
+        raise UnsafeFilename(f"{len(checked)} files are more than a volume holds")
+    size = sum(len(text.encode()) for text in files.values())
+    if size > memoryfs.SIZE_BYTES // 2:  # half: a rewrite may briefly need both
+        raise UnsafeFilename(f"{size} bytes of files are more than a volume holds")
 
 
 def write(target: Path, files: dict[str, str]) -> None:
@@ -76,7 +94,9 @@ def _create(path: Path, data: bytes) -> None:
     staging.unlink(missing_ok=True)
     fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, FILE_MODE)
     try:
-        os.write(fd, data)
+        written = 0
+        while written < len(data):  # a full tmpfs writes short before it says ENOSPC
+            written += os.write(fd, data[written:])
     finally:
         os.close(fd)
     staging.rename(path)

@@ -20,6 +20,7 @@ token. The files themselves live on a tmpfs of the volume's own (`memoryfs`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -116,19 +117,22 @@ class Publisher:
             return  # a republish before the minted token's refresh point: nothing to do
         try:
             rendered, token, minted = await self._prepare(request, context, secrets)
-        except (PublishError, ApiError, ApiUnavailable) as exc:
+            files.check(rendered)  # before anything is mounted: a refusal leaves nothing
+            content_hash = _hash(json.dumps(rendered, sort_keys=True))
+            if not (published and record is not None and record.content_hash == content_hash):
+                self._write_files(target, rendered, first=not published)
+        except (PublishError, ApiError, ApiUnavailable, files.UnsafeFilename) as exc:
             if published:
                 log.warning("volume %s: cannot refresh its files now (%s); keeping the old ones",
                             volume_id, exc)  # fmt: skip
                 return
             if isinstance(exc, PublishError):
                 raise
+            if isinstance(exc, files.UnsafeFilename):
+                raise PublishError(grpc.StatusCode.FAILED_PRECONDITION, str(exc)) from None
             raise PublishError(
                 grpc.StatusCode.UNAVAILABLE, f"cannot get a token for the pod: {exc}"
             ) from None
-        content_hash = _hash(json.dumps(rendered, sort_keys=True))
-        if not (published and record is not None and record.content_hash == content_hash):
-            self._write_files(target, rendered)
         self._write_record(
             Record(
                 volume_id, str(target), request_hash, content_hash, token.expires_at,
@@ -144,13 +148,19 @@ class Publisher:
         token, minted = await self._token(request, targets, secrets, context)
         return self._render(request, targets, token), token, minted
 
-    def _write_files(self, target: Path, rendered: dict[str, str]) -> None:
+    def _write_files(self, target: Path, rendered: dict[str, str], *, first: bool) -> None:
+        """Write into the volume's tmpfs (mounted first if need be). A first publish that
+        fails leaves nothing behind: kubelet will not unpublish what it never saw mounted."""
         try:
             if not memoryfs.is_memory_backed(target):
                 files.remove(target)  # whatever is on the disk there goes before any token
                 memoryfs.mount(target)
             files.write(target, rendered)
-        except (OSError, files.UnsafeFilename) as exc:
+        except (OSError, ValueError) as exc:
+            if first:
+                with contextlib.suppress(OSError):
+                    memoryfs.unmount(target)
+                    files.remove(target)
             raise PublishError(grpc.StatusCode.INTERNAL, f"cannot write {target}: {exc}") from None
 
     def _resolve_all(self, request: VolumeRequest) -> list[Target]:
@@ -257,7 +267,9 @@ class Publisher:
                         others=[(c, render.RenderContext(u, token.token)) for c, _, u in others],
                     )  # fmt: skip
                 except (TemplateError, NotFoundError) as exc:
-                    raise PublishError(grpc.StatusCode.FAILED_PRECONDITION, str(exc)) from None
+                    # A template that indexes by the token would quote it in its error.
+                    message = str(exc).replace(token.token, "<token>")
+                    raise PublishError(grpc.StatusCode.FAILED_PRECONDITION, message) from None
                 rendered_files.update(rendered)
         rendered_files.update(builtin_files(targets[0][2], token.token))
         for excluded in request.excluded_files:

@@ -37,6 +37,8 @@ CONFIGURATIONS = "configuration.names"
 CONFIGURATION_PARAMS = "configuration.params"
 TOKEN_EXPIRATION = "token.expiration"
 
+MAX_CONNECTORS = 16  # a mount renders every one's files: bounded work per Pod
+MAX_PARAMS_BYTES = 16 * 1024
 DEFAULT_TOKEN_SECONDS = 30 * 60
 MIN_TOKEN_SECONDS = 10 * 60  # the API server's own minimum for a TokenRequest
 MAX_TOKEN_SECONDS = 24 * 60 * 60
@@ -105,7 +107,12 @@ def _connectors(context: Mapping[str, str], pod_namespace: str) -> tuple[tuple[s
             found.append((namespace or pod_namespace, name))
         if not found:
             raise InvalidVolume(f"{CONNECTORS} names no connector")
-        return tuple(found)
+        unique = tuple(dict.fromkeys(found))
+        if len(unique) > MAX_CONNECTORS:
+            raise InvalidVolume(
+                f"{CONNECTORS} names {len(unique)} connectors; a volume takes {MAX_CONNECTORS}"
+            )
+        return unique
     name = context.get(CONNECTOR_NAME, "").strip()
     if not name:
         raise InvalidVolume(f"volume attribute {CONNECTOR_NAME} is required")
@@ -119,9 +126,11 @@ def _params(
     if not text:
         return ()
     example = '{"pipconf": {"simplePath": "simple"}}'
+    if len(text) > MAX_PARAMS_BYTES:
+        raise InvalidVolume(f"{CONFIGURATION_PARAMS} is longer than {MAX_PARAMS_BYTES} bytes")
     try:
         given = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise InvalidVolume(f"{CONFIGURATION_PARAMS} is not JSON; write it as {example}") from None
     if not isinstance(given, dict) or not all(isinstance(v, dict) for v in given.values()):
         raise InvalidVolume(f"{CONFIGURATION_PARAMS} must map configurations to objects: {example}")
