@@ -11,7 +11,7 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from tests.support import leaks, netns, seed, testcluster, wire
 from tests.support.components import DEPLOY, ComponentProcess, OperatorProcess, wait_for
 from tests.support.kubelet import KubeletStandIn
 from tests.support.testcluster import TestCluster
+from tests.support.waiting import settled
 from tests.support.wheels import make_wheel
 
 NS = seed.NAMESPACE
@@ -433,6 +434,50 @@ def test_a_class_whose_files_cannot_be_written_fails_the_mount_and_leaves_nothin
         assert wanted in str(caught.value.details())
         assert "eyJ" not in str(caught.value.details())
         assert not memoryfs.is_memory_backed(node.kubelet.target(pod, configuration))
+
+
+def test_another_namespaces_connector_needs_a_grant_and_its_existence_is_not_told(node: Node):
+    elsewhere = "csi-elsewhere"
+    node.cluster.create_namespace(elsewhere)
+    node.cluster.kubectl("apply", "-n", elsewhere, "-f", "-", stdin=seed.step_2(
+        address=node.registry.url, username=node.registry.username,
+        password=node.registry.password,
+    ))  # fmt: skip
+    wait_for(node.cluster, elsewhere, "pypi-connector")
+    node.cluster.kubectl("apply", "-n", NS, "-f", "-", stdin=seed_pod("visitor"))
+    pod = node.kubelet.pod(NS, "visitor")
+
+    def mount(connector: str) -> Path:
+        return node.kubelet.publish_volume(pod, csi_volume(connector.replace("/", "-"), **{
+            "connectors": connector, "configuration.names": "pipconf"}))  # fmt: skip
+
+    for connector in (f"{elsewhere}/pypi-connector", f"{elsewhere}/no-such-connector"):
+        with pytest.raises(grpc.RpcError) as caught:
+            mount(connector)
+        assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert f"ServiceAccount {NS}/default may not use connector {connector}" in str(
+            caught.value.details()
+        )
+    node.cluster.kubectl(
+        "create", "rolebinding", "visitors-download", "-n", elsewhere,
+        "--clusterrole=connectors-download", f"--serviceaccount={NS}:default",
+    )  # fmt: skip
+    target = settled(
+        lambda: _mounted_or_none(lambda: mount(f"{elsewhere}/pypi-connector")), 20,
+        "the mount allowed once the grant exists",
+    )  # fmt: skip
+    assert (
+        f"@c-pypi-connector.{elsewhere}.svc.cluster.local/simple/"
+        in (target / "pip.conf").read_text()
+    )
+    node.cluster.kubectl("delete", "namespace", elsewhere, "--wait=false")
+
+
+def _mounted_or_none(mount: Callable[[], Path]) -> Path | None:
+    try:
+        return mount()
+    except grpc.RpcError:
+        return None
 
 
 def test_a_renewed_token_reaches_the_inode_a_subpath_mount_holds_and_still_opens_the_proxy(

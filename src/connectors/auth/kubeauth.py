@@ -126,26 +126,11 @@ class KubeAuthenticator:
         until = self._allowed.get(key)
         if until is not None and until > now:
             return
-        attributes = {
-            "group": GROUP,
-            "resource": "connectors",
-            "verb": verb,
-            "namespace": namespace,
-            "name": name,
-        }
-        if subresource:
-            attributes["subresource"] = subresource
-        body = {
-            "apiVersion": "authorization.k8s.io/v1",
-            "kind": "SubjectAccessReview",
-            "spec": {
-                "user": identity.subject,
-                "uid": identity.uid,
-                "groups": list(identity.groups),
-                "resourceAttributes": attributes,
-            },
-        }
-        status = await self._ask("/apis/authorization.k8s.io/v1/subjectaccessreviews", body)
+        body = access_review(
+            identity.subject, groups=list(identity.groups), uid=identity.uid,
+            namespace=namespace, name=name, verb=verb, subresource=subresource,
+        )  # fmt: skip
+        status = await self._ask(ACCESS_REVIEWS, body)
         if not status.get("allowed"):
             what = "upload through" if subresource else "download through"
             grant = (
@@ -171,6 +156,42 @@ class KubeAuthenticator:
             ) from exc
         status = answer.get("status") or {}
         return status if isinstance(status, dict) else {}
+
+
+ACCESS_REVIEWS = "/apis/authorization.k8s.io/v1/subjectaccessreviews"
+
+
+def access_review(
+    user: str,
+    *,
+    groups: list[str],
+    uid: str,
+    namespace: str,
+    name: str,
+    verb: str,
+    subresource: str = "",
+) -> dict[str, Any]:
+    """A SubjectAccessReview asking whether `user` may `verb` the Connector (or its
+    `subresource`): the one question both the proxy and the CSI driver ask."""
+    attributes = {
+        "group": GROUP,
+        "resource": "connectors",
+        "verb": verb,
+        "namespace": namespace,
+        "name": name,
+    }
+    if subresource:
+        attributes["subresource"] = subresource
+    return {
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SubjectAccessReview",
+        "spec": {"user": user, "uid": uid, "groups": groups, "resourceAttributes": attributes},
+    }
+
+
+def service_account_groups(namespace: str) -> list[str]:
+    """The groups the API server gives every ServiceAccount of `namespace`."""
+    return ["system:serviceaccounts", f"system:serviceaccounts:{namespace}", "system:authenticated"]
 
 
 def _is_service_account_of(identity: tokens.Identity, namespace: str) -> bool:

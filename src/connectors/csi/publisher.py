@@ -45,6 +45,7 @@ from connectors.store.base import Store
 log = logging.getLogger(__name__)
 
 Mint = Callable[[PodInfo, list[str], int], Awaitable[MintedToken]]
+MayUse = Callable[[PodInfo, str, str], Awaitable[bool]]  # (pod, namespace, connector name)
 Target = tuple[Connector, ConnectorClass, str]  # a connector, its class, its proxy URL
 
 
@@ -81,9 +82,12 @@ class Record:
 
 
 class Publisher:
-    def __init__(self, store: Store, mint: Mint, settings: PublisherSettings) -> None:
+    def __init__(
+        self, store: Store, mint: Mint, may_use: MayUse, settings: PublisherSettings
+    ) -> None:
         self.store = store
         self.mint = mint
+        self.may_use = may_use
         self.settings = settings
         (settings.state_dir / "volumes").mkdir(parents=True, exist_ok=True, mode=0o700)
 
@@ -144,6 +148,7 @@ class Publisher:
         self, request: VolumeRequest, context: Mapping[str, str], secrets: Mapping[str, str]
     ) -> tuple[dict[str, str], MintedToken, bool]:
         """The files to write, the token in them, and whether the driver minted it."""
+        await self._check_access(request)
         targets = self._resolve_all(request)
         token, minted = await self._token(request, targets, secrets, context)
         return self._render(request, targets, token), token, minted
@@ -162,6 +167,20 @@ class Publisher:
                     memoryfs.unmount(target)
                     files.remove(target)
             raise PublishError(grpc.StatusCode.INTERNAL, f"cannot write {target}: {exc}") from None
+
+    async def _check_access(self, request: VolumeRequest) -> None:
+        """A Connector of another namespace is rendered only for a ServiceAccount that may
+        `get` it, asked before its existence is (the same question the proxy asks): a Pod
+        learns nothing about another namespace's Connectors it may not use."""
+        pod = request.pod
+        for namespace, name in request.connectors:
+            if namespace != pod.namespace and not await self.may_use(pod, namespace, name):
+                raise PublishError(
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    f"ServiceAccount {pod.namespace}/{pod.service_account} may not use "
+                    f"connector {namespace}/{name}: grant it get on that Connector (the "
+                    f"connectors-download ClusterRole, bound in namespace {namespace})",
+                )
 
     def _resolve_all(self, request: VolumeRequest) -> list[Target]:
         """The mount's connectors; each named configuration must exist in one of their

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import grpc
 
-from connectors.auth import audiences
+from connectors.auth import audiences, kubeauth
 from connectors.classes.builtin import builtin_classes
 from connectors.csi import minting, publisher, services
 from connectors.csi.minting import MintedToken
@@ -51,6 +51,15 @@ async def run(config: ClusterConfig, options: CsiOptions, stop: asyncio.Event) -
         async def mint(pod: PodInfo, audiences: list[str], seconds: int) -> MintedToken:
             return await minting.request(kube, pod, audiences, seconds)
 
+        async def may_use(pod: PodInfo, namespace: str, name: str) -> bool:
+            user = f"system:serviceaccount:{pod.namespace}:{pod.service_account}"
+            groups = kubeauth.service_account_groups(pod.namespace)
+            body = kubeauth.access_review(
+                user, groups=groups, uid="", namespace=namespace, name=name, verb="get"
+            )
+            answer = await kube.request("POST", kubeauth.ACCESS_REVIEWS, body=body)
+            return bool((answer.get("status") or {}).get("allowed"))
+
         settings = publisher.PublisherSettings(
             state_dir=options.state_dir,
             workload_audience=options.workload_audience,
@@ -63,7 +72,9 @@ async def run(config: ClusterConfig, options: CsiOptions, stop: asyncio.Event) -
             services.IdentityService(lambda: not store.readiness()), server
         )
         csi_pb2_grpc.add_NodeServicer_to_server(
-            services.NodeService(publisher.Publisher(store, mint, settings), options.node_id),
+            services.NodeService(
+                publisher.Publisher(store, mint, may_use, settings), options.node_id
+            ),
             server,
         )
         server.add_insecure_port(f"unix://{path}")
