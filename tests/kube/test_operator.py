@@ -207,6 +207,15 @@ def test_classes_in_alaudas_shape_apply_and_say_in_kubectl_get_whether_they_are_
     message = condition({"status": status}, "Ready")["message"]
     assert "spec.auth.types[basicAuth].generator (Rego)" in message
     assert "spec.livenessProbe.http.scheme" in message
+    # Its Connectors say why too, rather than failing later at a Pod's mount.
+    apply(kube_cluster, connector_manifest("of-alauda-shape", "http://127.0.0.1:1",
+                                           secret=None, class_name="alauda-shaped"))  # fmt: skip
+    body = wait_for(
+        kube_cluster, NS, "of-alauda-shape", status="False", reason="UnsupportedFeature"
+    )
+    assert condition(body, "ConnectorClassReady")["message"].startswith(
+        "ConnectorClass alauda-shaped is not Ready: not supported by this project:"
+    )
 
 
 def test_an_unknown_class_is_connector_class_not_found(

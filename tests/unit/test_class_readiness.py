@@ -68,3 +68,5 @@ def test_a_go_template_is_an_invalid_template_naming_the_file():
     ready = classes.ready_condition(cls)
     assert (ready.status, ready.reason) == ("False", "InvalidTemplate")
     assert "gitconfig/.gitconfig" in ready.message
+    probing = alauda_class(livenessProbe={"http": {"path": "/{{ .Connector.Spec.Address }}"}})
+    assert "spec.livenessProbe.http" in classes.ready_condition(probing).message

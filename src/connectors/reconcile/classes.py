@@ -25,11 +25,7 @@ def unsupported_features(cls: ConnectorClass) -> list[str]:
         for t in spec.auth.types
         if t.generator and t.generator.rego
     ]
-    probes: list[tuple[str, HTTPProbe | None]] = [
-        ("spec.livenessProbe.http", spec.liveness_probe.http if spec.liveness_probe else None),
-        *((f"spec.authProbes[{p.auth_name}].probe.http", p.probe.http) for p in spec.auth_probes),
-    ]
-    for where, probe in probes:
+    for where, probe in _probes(cls):
         if probe is None:
             continue
         if probe.host:
@@ -46,15 +42,28 @@ def unsupported_features(cls: ConnectorClass) -> list[str]:
 
 
 def template_problems(cls: ConnectorClass) -> list[str]:
-    """Each configuration file whose template does not compile, with the reason."""
+    """Each template (configuration file or probe path) that does not compile, and why."""
+    templates = [
+        (f"{configuration.name}/{filename}", template)
+        for configuration in cls.spec.configurations
+        for filename, template in configuration.data.items()
+    ]
+    templates += [(where, probe.path) for where, probe in _probes(cls) if probe is not None]
     problems = []
-    for configuration in cls.spec.configurations:
-        for filename, template in configuration.data.items():
-            try:
-                render.compile_template(template, what=f"{configuration.name}/{filename}")
-            except TemplateError as exc:
-                problems.append(str(exc))
+    for what, template in templates:
+        try:
+            render.compile_template(template, what=what)
+        except TemplateError as exc:
+            problems.append(str(exc))
     return problems
+
+
+def _probes(cls: ConnectorClass) -> list[tuple[str, HTTPProbe | None]]:
+    spec = cls.spec
+    return [
+        ("spec.livenessProbe.http", spec.liveness_probe.http if spec.liveness_probe else None),
+        *((f"spec.authProbes[{p.auth_name}].probe.http", p.probe.http) for p in spec.auth_probes),
+    ]
 
 
 def ready_condition(cls: ConnectorClass) -> Condition:

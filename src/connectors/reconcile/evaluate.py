@@ -37,7 +37,16 @@ def _false(type_: ConditionType, reason: str, message: str) -> Condition:
     )
 
 
-def class_condition(class_name: str, found: bool) -> Condition:
+def class_condition(
+    class_name: str, found: bool, class_ready: Condition | None = None
+) -> Condition:
+    """The class exists and can be served (its own Ready condition, `reconcile/classes.py`)."""
+    if found and class_ready is not None and not class_ready.is_true:
+        return _false(
+            ConditionType.CONNECTOR_CLASS_READY,
+            class_ready.reason,
+            f"ConnectorClass {class_name} is not Ready: {class_ready.message}",
+        )
     if found:
         return _true(ConditionType.CONNECTOR_CLASS_READY)
     return _false(

@@ -22,7 +22,7 @@ from connectors.api.resources import (
     Probe,
     ProxyStatus,
 )
-from connectors.reconcile import evaluate, probes, upstream
+from connectors.reconcile import classes, evaluate, probes, upstream
 from connectors.reconcile.evaluate import ProbeOutcome
 from connectors.store.base import Snapshot
 
@@ -53,7 +53,11 @@ async def reconcile(
     """The status this connector should have now."""
     cls = snapshot.classes.get(connector.spec.connector_class_name)
     conditions: list[Condition] = [
-        evaluate.class_condition(connector.spec.connector_class_name, cls is not None)
+        evaluate.class_condition(
+            connector.spec.connector_class_name,
+            cls is not None,
+            classes.ready_condition(cls) if cls is not None else None,
+        )
     ]
     if cls is None:
         why = "the ConnectorClass is missing"
