@@ -218,6 +218,27 @@ def test_classes_in_alaudas_shape_apply_and_say_in_kubectl_get_whether_they_are_
     )
 
 
+def test_a_class_asking_for_the_path_resolver_gives_its_connectors_a_path_form_address(
+    kube_cluster: TestCluster, operator: OperatorProcess
+):
+    apply(kube_cluster, json.dumps({
+        "apiVersion": "connectors.alauda.io/v1alpha1", "kind": "ConnectorClass",
+        "metadata": {"name": "by-path",
+                     "annotations": {"connectors.cpaas.io/proxy-resolver": "path"}},
+        "spec": {"address": {"name": "address", "type": "string"}},
+    }))  # fmt: skip
+    apply(kube_cluster, connector_manifest("routed-by-path", "http://127.0.0.1:1",
+                                           secret=None, class_name="by-path"))  # fmt: skip
+    body = wait_for(kube_cluster, NS, "routed-by-path")
+    address = body["status"]["proxy"]["httpAddress"]
+    assert address["url"] == (
+        "http://connectors-proxy.connectors-system.svc.cluster.local"
+        f"/namespaces/{NS}/connectors/routed-by-path"
+    )
+    # Tokens minted for it still name the host form, the audience the proxy derives.
+    assert address["audience"] == f"http://c-routed-by-path.{NS}.svc.cluster.local"
+
+
 def test_an_unknown_class_is_connector_class_not_found(
     kube_cluster: TestCluster, operator: OperatorProcess, registry: LocalRegistry
 ):

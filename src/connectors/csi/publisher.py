@@ -222,6 +222,16 @@ class Publisher:
             )
         return connector, cls, self._proxy_url(connector)
 
+    def _audience(self, connector: Connector) -> str:
+        """What a minted token must carry for the proxy: the connector's host-form address
+        (also when clients reach it by the path form), as its status records it."""
+        proxy = connector.status.proxy
+        if proxy and proxy.http_address and proxy.http_address.audience:
+            return proxy.http_address.audience
+        return routing.cluster_url(
+            connector.namespace, connector.name, domain=self.settings.cluster_domain
+        )
+
     def _proxy_url(self, connector: Connector) -> str:
         proxy = connector.status.proxy
         if proxy and proxy.http_address and proxy.http_address.url:
@@ -242,7 +252,7 @@ class Publisher:
         if handed is not None and (wanted is None or handed.lifetime <= wanted + 60):
             return handed, False
         if self.settings.mint_tokens:
-            audiences = [url for _, _, url in targets]
+            audiences = [self._audience(connector) for connector, _, _ in targets]
             seconds = wanted or volume.DEFAULT_TOKEN_SECONDS
             return await self.mint(request.pod, audiences, seconds), True
         if handed is not None:

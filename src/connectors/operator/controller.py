@@ -216,7 +216,8 @@ class ConnectorController:
         await self._announce(body, connector.status, status)
 
     async def _ensure_service(self, connector: Connector) -> ProxyInfo:
-        url = services.proxy_url(connector, self.settings)
+        cls = self.store.snapshot().classes.get(connector.spec.connector_class_name)
+        url = services.proxy_url(connector, self.settings, cls)
         entry = (connector.key, connector.metadata.uid or "")
         if entry not in self._services:
             try:
@@ -231,7 +232,7 @@ class ConnectorController:
                     f" in namespace {connector.namespace}: {exc}",
                 )
             self._services.add(entry)
-        return ProxyInfo(url=url, audience=url)
+        return ProxyInfo(url=url, audience=services.audience(connector, self.settings))
 
     async def _announce(
         self, body: dict[str, Any], before: ConnectorStatus, after: ConnectorStatus

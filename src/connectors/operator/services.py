@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from connectors.api.resources import API_VERSION, Connector
+from connectors.api.resources import API_VERSION, Connector, ConnectorClass
 from connectors.operator.settings import OperatorSettings
 from connectors.proxy import routing
 
@@ -23,13 +23,33 @@ def service_name(connector: Connector) -> str:
     return f"c-{connector.name}"
 
 
-def proxy_url(connector: Connector, settings: OperatorSettings) -> str:
+RESOLVER_ANNOTATION = "connectors.cpaas.io/proxy-resolver"
+
+
+def audience(connector: Connector, settings: OperatorSettings) -> str:
+    """The audience a token minted for this connector carries: its host-form address."""
     return routing.cluster_url(
         connector.namespace,
         connector.name,
         domain=settings.cluster_domain,
         scheme=settings.proxy_scheme,
     )
+
+
+def proxy_url(
+    connector: Connector, settings: OperatorSettings, cls: ConnectorClass | None = None
+) -> str:
+    """Where clients reach the connector: its own Service (`c-<name>`), or, when its class
+    carries Alauda's `connectors.cpaas.io/proxy-resolver: path`, the shared proxy Service
+    with the connector in the path. The proxy routes both forms."""
+    resolver = cls.metadata.annotations.get(RESOLVER_ANNOTATION, "") if cls else ""
+    if resolver == "path":
+        return (
+            f"{settings.proxy_scheme}://{settings.proxy_service_name}."
+            f"{settings.proxy_service_namespace}.svc.{settings.cluster_domain}"
+            f"{routing.path_form(connector.namespace, connector.name)}"
+        )
+    return audience(connector, settings)
 
 
 def desired_service(connector: Connector, settings: OperatorSettings) -> dict[str, Any]:
