@@ -1,5 +1,6 @@
 """Registries link to files in different ways; through the proxy every way ends on the
-proxy, attributes intact, and credentials go to the connector's own host only."""
+proxy, attributes intact, and credentials go only where the Connector's author said: its
+own host and the address extensions it names, never a class's default extension."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.support import clients, layouts, wire
 from tests.support.standalone import Standalone, connector_manifest, secret_manifest
 from tests.support.wheels import make_wheel, metadata_text
 
 NS = "layouts"
+BUILTIN_PYPI = Path(__file__).parents[2] / "src" / "connectors" / "classes" / "pypi.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +118,10 @@ def test_pip_installs_from_a_nexus_style_layout(proxied: Standalone, tmp_path: P
     assert (tmp_path / "site" / "demo" / "payload.bin").read_bytes() == b"layout"
 
 
-def test_absolute_links_to_a_files_host_go_through_the_proxy_without_credentials(
+BASIC = "Basic " + base64.b64encode(f"{layouts.USERNAME}:{layouts.PASSWORD}".encode()).decode()
+
+
+def test_absolute_links_to_an_extension_the_connector_names_carry_its_credentials(
     proxied: Standalone, upstream: layouts.Layouts, tmp_path: Path
 ):
     base = proxied.connector_url(NS, "pypi")
@@ -129,7 +135,31 @@ def test_absolute_links_to_a_files_host_go_through_the_proxy_without_credentials
     assert result.returncode == 0, clients.explain(result)
     file_hits = upstream.hits_on(upstream.files)[before:]
     assert file_hits, "the files host served the wheel"
-    assert all(h.authorization is None for h in file_hits)
+    assert all(h.authorization == BASIC for h in file_hits)  # as Alauda documents
+
+
+def test_a_class_default_extension_keeps_downloads_on_the_proxy_without_credentials(
+    proxied: Standalone, upstream: layouts.Layouts, tmp_path: Path
+):
+    # As the built-in class does for PyPI's files host: the class names the host, the
+    # Connector names nothing, and its credentials go nowhere but its own host.
+    document = yaml.safe_load(BUILTIN_PYPI.read_text())
+    document["metadata"]["name"] = "pypi-with-cdn"
+    document["spec"]["addressExtensions"] = [
+        {"name": "cdn", "type": "string", "default": upstream.files.url + "/files"}
+    ]
+    proxied.write(NS, "class.yaml", yaml.safe_dump(document), connector_manifest(
+        "by-default", upstream.index.url, class_name="pypi-with-cdn"))  # fmt: skip
+    proxied.wait_ready(NS, "by-default")
+    base = proxied.connector_url(NS, "by-default")
+    tags = anchors(page(proxied, "by-default").body)
+    assert any(f'href="{base}/_ext/cdn/ab/cd/{upstream.wheel.name}#sha256=' in t for t in tags)
+    before = len(upstream.hits_on(upstream.files))
+    proxied.render(NS, "by-default", "pipconf", into=tmp_path)
+    result = clients.pip_install(tmp_path / "pip.conf", "demo==1.0", target=tmp_path / "site")
+    assert result.returncode == 0, clients.explain(result)
+    file_hits = upstream.hits_on(upstream.files)[before:]
+    assert file_hits and all(h.authorization is None for h in file_hits)
 
 
 def test_index_host_gets_the_connectors_credentials_and_never_the_clients_token(
@@ -140,9 +170,7 @@ def test_index_host_gets_the_connectors_credentials_and_never_the_clients_token(
         "GET", proxied.connector_url(NS, "nexus") + "/simple/demo/", headers=wire.basic(token)
     )
     assert reply.status == 200
-    expected = (
-        "Basic " + base64.b64encode(f"{layouts.USERNAME}:{layouts.PASSWORD}".encode()).decode()
-    )
+    expected = BASIC
     page_hits = [
         h for h in upstream.hits_on(upstream.index) if h.path == "/repository/pypi/simple/demo/"
     ]

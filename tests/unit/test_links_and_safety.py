@@ -14,7 +14,10 @@ from connectors.proxy.links import LinkMap
 CLIENT = "http://proxy:8080/namespaces/ns/connectors/c"
 LINKS = LinkMap(
     address="https://nexus.example.com/repository/pypi",
-    extensions=(("files", "https://files.example.org"),),
+    extensions=(
+        links.Extension("files", "https://files.example.org", credentialed=True),
+        links.Extension("cdn", "https://cdn.example.net/pkgs", credentialed=False),
+    ),
     aliases=pypi_links.path_aliases({"simplePath": "+simple"}),
     origin_key=links.origin_key("ns", "c", "Basic c2VjcmV0"),
 )
@@ -34,13 +37,17 @@ def sealed(path: str, link_map: LinkMap = LINKS) -> str:
         ("/legacy/", "https://nexus.example.com/repository/pypi/", True),
         ("/packages/a.whl", "https://nexus.example.com/repository/pypi/packages/a.whl", True),
         (sealed("/other/a.whl"), "https://nexus.example.com/other/a.whl", True),
-        ("/_ext/files/p/a.whl", "https://files.example.org/p/a.whl", False),
+        ("/_ext/files/p/a.whl", "https://files.example.org/p/a.whl", True),
+        ("/_ext/cdn/p/a.whl", "https://cdn.example.net/pkgs/p/a.whl", False),
     ],
 )
 def test_client_paths_map_to_the_connectors_hosts_only(rest: str, url: str, own: bool):
+    # Credentials go to the address, to its host through sealed links, and to the
+    # extensions the Connector names ("files"); never to a class default ("cdn").
     upstream = LINKS.to_upstream(rest, "")
     assert upstream is not None
-    assert (upstream.url, upstream.own_host) == (url, own)
+    assert (upstream.url, upstream.credentialed) == (url, own)
+    assert upstream.read_only == rest.startswith(("/_ext/", "/_origin/"))
 
 
 def test_an_unnamed_extension_maps_to_nothing():

@@ -130,7 +130,7 @@ def _request_headers(request: web.Request, target: Target, destination: Upstream
     # Index pages must be readable to be rewritten; files are not compressed in transit
     # by registries anyway, so asking for identity costs nothing.
     headers["Accept-Encoding"] = "identity"
-    if destination.own_host and target.credentials is not None:
+    if destination.credentialed and target.credentials is not None:
         headers["Authorization"] = target.credentials.authorization()
     return headers
 
@@ -297,7 +297,7 @@ async def _relay(
     resources: Resources,
     settings: ForwardSettings,
 ) -> web.StreamResponse:
-    if upstream.status == 401 and destination.own_host:
+    if upstream.status == 401 and destination.credentialed:
         request[UPSTREAM_ERROR] = "refused"
         where = f"{target.connector.namespace}/{target.connector.name}"
         return error_response(

@@ -1,8 +1,11 @@
 """Map between the client's view of a connector and the registry's URLs, both ways.
 
 The client sees one tree under the proxy base (`<scheme>://<host><base_path>`):
-- `/_ext/<name>/...`  an upstream host from spec.addressExtensions (e.g. a CDN for files);
-  credentials are never sent there;
+- `/_ext/<name>/...`  an address extension (e.g. a CDN for files), read-only (GET and
+  HEAD). One the Connector's author named in `spec.addressExtensions` gets the connector's
+  credentials, as Alauda documents; one that comes from the class's defaults
+  (`ConnectorClass.spec.addressExtensions`) never does: only the Connector's author decides
+  where its credentials go;
 - `/_origin/<seal>/...` the connector's own host outside its address prefix (a registry
   that links to files elsewhere on the same host). Credentials go there, so only paths an
   index page of this connector linked to are reachable: the proxy seals each such link
@@ -39,8 +42,17 @@ class Upstream:
     """Where a client path leads: an absolute URL, and whether credentials may go there."""
 
     url: str
-    own_host: bool
-    read_only: bool = False  # only GET and HEAD may go there (links an index page served)
+    credentialed: bool
+    read_only: bool = False  # only GET and HEAD may go there (downloads, not uploads)
+
+
+@dataclasses.dataclass(frozen=True)
+class Extension:
+    """An address extension: its name, its URL, and whether credentials may go there."""
+
+    name: str
+    url: str
+    credentialed: bool
 
 
 def _origin(parts: SplitResult) -> tuple[str, str]:
@@ -50,7 +62,7 @@ def _origin(parts: SplitResult) -> tuple[str, str]:
 @dataclasses.dataclass(frozen=True)
 class LinkMap:
     address: str
-    extensions: tuple[tuple[str, str], ...] = ()
+    extensions: tuple[Extension, ...] = ()
     aliases: tuple[tuple[str, str], ...] = ()  # (client segment, upstream segment)
     origin_key: bytes = dataclasses.field(default=b"", repr=False)
 
@@ -62,18 +74,22 @@ class LinkMap:
         """The upstream URL for a client path (below the proxy base), or None if none."""
         if rest.startswith(EXT_PREFIX):
             name, _, tail = rest[len(EXT_PREFIX) :].partition("/")
-            target = dict(self.extensions).get(name)
-            if target is None:
+            extension = next((e for e in self.extensions if e.name == name), None)
+            if extension is None:
                 return None
-            return Upstream(_join(target, "/" + tail, query), own_host=False)
+            return Upstream(
+                _join(extension.url, "/" + tail, query),
+                credentialed=extension.credentialed,
+                read_only=True,
+            )
         address = self._address
         if rest.startswith(ORIGIN_PREFIX):
             seal, _, tail = rest[len(ORIGIN_PREFIX) :].partition("/")
             if not hmac.compare_digest(seal, self._seal("/" + tail, query)):
                 return None
             origin = urlunsplit((address.scheme, address.netloc, "", "", ""))
-            return Upstream(_join(origin, "/" + tail, query), own_host=True, read_only=True)
-        return Upstream(_join(self.address, self._alias_out(rest), query), own_host=True)
+            return Upstream(_join(origin, "/" + tail, query), credentialed=True, read_only=True)
+        return Upstream(_join(self.address, self._alias_out(rest), query), credentialed=True)
 
     def to_client(self, upstream_url: str, client_base: str) -> str | None:
         """Where the client should fetch `upstream_url` through the proxy, or None."""
@@ -87,13 +103,13 @@ class LinkMap:
                 return client_base + self._alias_in(rest) + suffix
             seal = self._seal(parts.path, parts.query)
             return client_base + ORIGIN_PREFIX + seal + parts.path + suffix
-        for name, target in self.extensions:
-            ext = urlsplit(target.rstrip("/"))
+        for extension in self.extensions:
+            ext = urlsplit(extension.url.rstrip("/"))
             if _origin(parts) == _origin(ext) and (
                 parts.path == ext.path or parts.path.startswith(ext.path + "/")
             ):
                 rest = parts.path[len(ext.path) :] or "/"
-                return client_base + EXT_PREFIX + name + rest + suffix
+                return client_base + EXT_PREFIX + extension.name + rest + suffix
         return None
 
     def _seal(self, path: str, query: str) -> str:

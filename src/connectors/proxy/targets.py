@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import ssl
 
-from connectors.api.resources import Connector
+from connectors.api.resources import Connector, ConnectorClass
 from connectors.classes import protocols
 from connectors.proxy import links
 from connectors.reconcile import upstream
@@ -52,7 +52,7 @@ def build_target(connector: Connector, snapshot: Snapshot) -> Target:
         problem = problem or ca.message
     link_map = links.LinkMap(
         address=connector.spec.address,
-        extensions=tuple((e.name, e.value) for e in connector.spec.address_extensions),
+        extensions=extensions_of(connector, cls),
         aliases=protocol.path_aliases(params),
         origin_key=links.origin_key(
             connector.namespace,
@@ -68,6 +68,20 @@ def build_target(connector: Connector, snapshot: Snapshot) -> Target:
         problem=problem,
         tls=upstream.ssl_context(ca if isinstance(ca, bytes) else None),
     )
+
+
+def extensions_of(connector: Connector, cls: ConnectorClass | None) -> tuple[links.Extension, ...]:
+    """The Connector's own address extensions (credentialed: its author named them), then
+    the class's defaults it did not override (never credentialed)."""
+    own = [links.Extension(e.name, e.value, credentialed=True)
+           for e in connector.spec.address_extensions]  # fmt: skip
+    named = {e.name for e in own}
+    defaults = [
+        links.Extension(spec.name, spec.default, credentialed=False)
+        for spec in (cls.spec.address_extensions if cls else ())
+        if spec.default and spec.name not in named
+    ]
+    return tuple(own + defaults)
 
 
 class TargetCache:
