@@ -216,6 +216,12 @@ def test_classes_in_alaudas_shape_apply_and_say_in_kubectl_get_whether_they_are_
     assert condition(body, "ConnectorClassReady")["message"].startswith(
         "ConnectorClass alauda-shaped is not Ready: not supported by this project:"
     )
+    # `kubectl get connectors` lists Connectors only (a CRD category named "connectors"
+    # would pull the classes in too); `kubectl get alauda` lists both, as with Alauda's.
+    names = kube_cluster.kubectl("get", "connectors", "-n", NS, "-o", "name").stdout.split()
+    assert names and all(n.startswith("connector.connectors.alauda.io/") for n in names)
+    both = kube_cluster.kubectl("get", "alauda", "-n", NS, "-o", "name").stdout.split()
+    assert "connectorclass.connectors.alauda.io/alauda-shaped" in both
 
 
 def test_a_class_asking_for_the_path_resolver_gives_its_connectors_a_path_form_address(

@@ -135,7 +135,7 @@ def _crd(
                 "listKind": f"{kind}List",
                 "plural": plural,
                 "singular": kind.lower(),
-                "categories": ["connectors"],
+                "categories": ["alauda"],  # Alauda's; "connectors" would shadow the resource name
             },
             "scope": scope,
             "versions": [version],
