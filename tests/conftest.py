@@ -77,6 +77,19 @@ def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClust
         yield cluster
 
 
+LONG_FORM = "tests/node/test_zz_token_renewal_on_a_node.py"
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The run-wide leak scan goes last, whatever order the rest runs in."""
-    items.sort(key=lambda item: item.nodeid.startswith("tests/test_zz_nothing_leaked.py"))
+    """The node tests first, then everything else while the node idles, then the
+    long-form renewal test (its Pod's first token has expired by then), and the run-wide
+    leak scan last."""
+
+    def rank(item: pytest.Item) -> int:
+        if item.nodeid.startswith("tests/test_zz_nothing_leaked.py"):
+            return 3
+        if item.nodeid.startswith(LONG_FORM):
+            return 2
+        return 0 if item.nodeid.startswith("tests/node/") else 1
+
+    items.sort(key=rank)

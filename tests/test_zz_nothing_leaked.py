@@ -24,6 +24,8 @@ OWN_LOGS = ("serve.log", "operator-*.log", "proxy-*.log", "csi-*.log")
 def test_no_password_or_token_reached_anywhere_it_must_not(
     tmp_path_factory: pytest.TempPathFactory,
 ):
+    for flush in leaks.BEFORE_SCAN:
+        flush()
     base = tmp_path_factory.getbasetemp()
     needles = leaks.needles_for(leaks.PASSWORDS, tuple(leaks.USERNAMES))
     places = list(leaks.SEEN)

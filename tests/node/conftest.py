@@ -30,10 +30,12 @@ RELEASE_NS = "connectors-system"
 COMPONENTS = ("connectors-operator", "connectors-proxy", "connectors-csi")
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="session")
 def kube_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
-    """A control plane and one real node, for the node tests (torn down after them, so
-    the rest of the run shares the machine with nothing of it)."""
+    """A control plane and one real node, for the node tests. The node tests run first
+    (tests/conftest.py orders them) and the node stays up, idle, while the rest of the
+    run goes on, so the long-form renewal test at the end has had its Pod's first token
+    expire meanwhile; it is torn down when the session ends."""
     missing = testcluster.missing_reason() or node_support.missing_reason()
     require(missing is None, missing or "")
     with node_support.running(tmp_path_factory.mktemp("node")) as node:
@@ -64,7 +66,7 @@ def chart_values(node: Node) -> list[str]:
     ]  # fmt: skip
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="session")
 def chart(kube_node: Node) -> Iterator[Node]:
     """The chart installed as docs/install.md says, every component up and answering."""
     result = helm(
@@ -74,6 +76,7 @@ def chart(kube_node: Node) -> Iterator[Node]:
     assert result.returncode == 0, result.stdout + result.stderr
     settled(lambda: csi_registered(kube_node), 60, "kubelet registered connectors-csi")
     settled(lambda: lease_holder(kube_node), 60, "an operator replica leads")
+    leaks.BEFORE_SCAN.append(lambda: save_component_logs(kube_node))
     yield kube_node
     save_component_logs(kube_node)
 
@@ -115,7 +118,7 @@ def save_component_logs(node: Node) -> None:
             (node.workdir / f"{stem}-{name}.log").write_text(logs.stdout + logs.stderr)
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="session")
 def node_registry(
     kube_node: Node, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LocalRegistry]:
@@ -233,10 +236,10 @@ class RenewalPod:
 RENEWAL_NS = "node-renewal"
 
 
-@pytest.fixture(scope="package", autouse=True)
+@pytest.fixture(scope="session", autouse=True)
 def renewal_pod(chart: Node, node_registry: LocalRegistry) -> Iterator[RenewalPod]:
     """Created before the other node tests run, so the long wait for the first token to
-    expire overlaps them (test_zz_token_renewal_on_a_node.py)."""
+    expire overlaps the rest of the run (test_zz_token_renewal_on_a_node.py runs last)."""
     cluster = chart.cluster
     cluster.kubectl("create", "namespace", RENEWAL_NS)
     cluster.kubectl("apply", "-n", RENEWAL_NS, "-f", "-", stdin=connector("mirror", node_registry))

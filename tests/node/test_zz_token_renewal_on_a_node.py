@@ -2,8 +2,8 @@
 first token and still installs. Kubelet renews the token at 80% of its life (the chart is
 installed here with the API server's shortest lifetime, 10 minutes), republishes, and the
 driver rewrites the file in the inode the container holds. The Pod was started before the
-other node tests (`renewal_pod` in conftest.py), so most of the wait overlaps them; this
-module runs last in the package."""
+other node tests (`renewal_pod` in conftest.py), and this test runs after every other
+test of the run but the leak scan (tests/conftest.py), so the wait overlaps them all."""
 
 from __future__ import annotations
 

@@ -9,6 +9,7 @@ plain or as the HTTP Basic value that would carry it.
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from pathlib import Path
 
 from connectors.store.filestore import load_directory
@@ -17,6 +18,9 @@ SEEN: list[tuple[str, bytes]] = []
 # Every registry password any test put into a Secret, for the session's final scan.
 PASSWORDS: set[str] = set()
 USERNAMES: set[str] = set()
+# What must be written out before the final scan reads it (component logs of a node that
+# stays up until the session ends).
+BEFORE_SCAN: list[Callable[[], None]] = []
 
 
 def record(where: str, data: bytes | str) -> None:
