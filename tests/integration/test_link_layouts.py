@@ -85,6 +85,30 @@ def test_links_to_a_host_the_connector_does_not_name_are_left_alone(
     assert upstream.hits_on(upstream.files) == []
 
 
+def links_covered(proxied: Standalone, name: str) -> dict[str, str]:
+    row = proxied.status_row(NS, name) or {}
+    conditions = (row.get("status") or {}).get("conditions") or []
+    return next((c for c in conditions if c["type"] == "LinksCovered"), {})
+
+
+def test_a_connector_whose_pages_link_to_a_host_it_does_not_cover_says_so_in_its_status(
+    proxied: Standalone, upstream: layouts.Layouts
+):
+    # nexus's project page links some files to the files host, which it does not name:
+    # those downloads would go around the proxy, and the status says so, by host.
+    uncovered = links_covered(proxied, "nexus")
+    assert (uncovered.get("status"), uncovered.get("reason")) == ("False", "UncoveredLinks")
+    assert uncovered["message"].startswith(
+        f"/repository/pypi/simple/demo/ links to files on {upstream.files.url}, which this "
+        "connector does not cover"
+    )
+    assert "spec.addressExtensions" in uncovered["message"]
+    # The same registry, with the files host named as an extension: everything covered.
+    covered = links_covered(proxied, "pypi")
+    assert covered.get("status") == "True", covered
+    assert proxied.ready(NS, "nexus")["status"] == "True"  # a warning, not a failure
+
+
 def test_pep_691_json_urls_are_rewritten_and_other_fields_kept(
     proxied: Standalone, upstream: layouts.Layouts
 ):

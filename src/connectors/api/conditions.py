@@ -16,6 +16,7 @@ class ConditionType(enum.StrEnum):
     AUTH_READY = "AuthReady"
     PROXY_SERVICE_READY = "ProxyServiceReady"
     CA_CERT_READY = "CACertReady"
+    LINKS_COVERED = "LinksCovered"
     READY = "Ready"
 
 
@@ -32,6 +33,7 @@ class Reason(enum.StrEnum):
     CA_CERT_NOT_FOUND = "CACertNotFound"
     NOT_CHECKED = "NotChecked"
     UNSUPPORTED_FEATURE = "UnsupportedFeature"
+    UNCOVERED_LINKS = "UncoveredLinks"
     INVALID_TEMPLATE = "InvalidTemplate"
 
 

@@ -71,17 +71,10 @@ def build_target(connector: Connector, snapshot: Snapshot) -> Target:
 
 
 def extensions_of(connector: Connector, cls: ConnectorClass | None) -> tuple[links.Extension, ...]:
-    """The Connector's own address extensions (credentialed: its author named them), then
-    the class's defaults it did not override (never credentialed)."""
-    own = [links.Extension(e.name, e.value, credentialed=True)
-           for e in connector.spec.address_extensions]  # fmt: skip
-    named = {e.name for e in own}
-    defaults = [
-        links.Extension(spec.name, spec.default, credentialed=False)
-        for spec in (cls.spec.address_extensions if cls else ())
-        if spec.default and spec.name not in named
-    ]
-    return tuple(own + defaults)
+    return tuple(
+        links.Extension(e.name, e.url, credentialed=e.credentialed)
+        for e in upstream.address_extensions(connector, cls)
+    )
 
 
 class TargetCache:

@@ -11,6 +11,7 @@ from connectors.api.conditions import (
     Reason,
     Status,
 )
+from connectors.reconcile.coverage import Coverage
 from connectors.reconcile.upstream import CredentialsProblem, CredentialsResult
 
 
@@ -119,6 +120,28 @@ def auth_condition(outcome: ProbeOutcome | None) -> Condition:
         ConditionType.AUTH_READY,
         Reason.AUTHENTICATION_FAILED,
         f"{outcome.url} answered HTTP {outcome.status} to the credential check",
+    )
+
+
+def links_condition(found: Coverage) -> Condition:
+    """Informational (Ready does not depend on it): whether downloads stay on the proxy."""
+    if not found.page:
+        return not_checked(ConditionType.LINKS_COVERED, found.why)
+    if not found.uncovered:
+        return _true(
+            ConditionType.LINKS_COVERED,
+            f"the files {found.page} links to are all on hosts this connector covers",
+        )
+    return Condition(
+        type=ConditionType.LINKS_COVERED,
+        status=Status.FALSE,
+        reason=Reason.UNCOVERED_LINKS,
+        message=(
+            f"{found.page} links to files on {', '.join(found.uncovered)}, which this "
+            "connector does not cover: clients download those directly, around the proxy; "
+            "name the hosts in spec.addressExtensions to keep downloads on it"
+        ),
+        severity="Warning",
     )
 
 

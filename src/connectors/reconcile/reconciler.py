@@ -22,8 +22,9 @@ from connectors.api.resources import (
     Probe,
     ProxyStatus,
 )
-from connectors.reconcile import classes, evaluate, probes, upstream
+from connectors.reconcile import classes, coverage, evaluate, probes, upstream
 from connectors.reconcile.evaluate import ProbeOutcome
+from connectors.rendering import render
 from connectors.store.base import Snapshot
 
 
@@ -128,7 +129,43 @@ async def _check_registry(
             settings=settings,
         )
         conditions.append(evaluate.auth_condition(outcome))
+    if cls.spec.proxy is not None and cls.spec.proxy.protocol == "pypi":
+        reachable = all(c.is_true for c in conditions[-2:])  # liveness and auth
+        found = (
+            await _look_at_links(
+                connector,
+                cls,
+                credentials=credentials,
+                tls=tls,
+                session=session,
+                settings=settings,
+            )
+            if reachable and not isinstance(credentials, upstream.CredentialsProblem)
+            else coverage.Coverage(why="the registry cannot be read yet")
+        )
+        conditions.append(evaluate.links_condition(found))
     return conditions
+
+
+async def _look_at_links(
+    connector: Connector,
+    cls: ConnectorClass,
+    *,
+    credentials: upstream.CredentialsResult,
+    tls: ssl.SSLContext,
+    session: aiohttp.ClientSession,
+    settings: ReconcileSettings,
+) -> coverage.Coverage:
+    simple = render.effective_params(connector, cls).get("simplePath", "simple").strip("/")
+    return await coverage.look(
+        session,
+        connector.spec.address.rstrip("/") + f"/{simple}/",
+        address=connector.spec.address,
+        extensions=upstream.address_extensions(connector, cls),
+        credentials=credentials if isinstance(credentials, upstream.BasicCredentials) else None,
+        tls=tls,
+        timeout_seconds=settings.probe_timeout_seconds,
+    )
 
 
 async def _probe(

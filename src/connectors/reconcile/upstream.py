@@ -45,6 +45,28 @@ class CredentialsProblem:
 CredentialsResult = BasicCredentials | CredentialsProblem | None
 
 
+@dataclasses.dataclass(frozen=True)
+class AddressExtension:
+    """A host the proxy takes over links to: the Connector's own extensions (its author
+    named them, so its credentials go there), then the class's defaults it does not
+    override (never credentialed)."""
+
+    name: str
+    url: str
+    credentialed: bool
+
+
+def address_extensions(connector: Connector, cls: ConnectorClass | None) -> list[AddressExtension]:
+    own = [AddressExtension(e.name, e.value, True) for e in connector.spec.address_extensions]
+    named = {e.name for e in own}
+    defaults = [
+        AddressExtension(spec.name, spec.default, False)
+        for spec in (cls.spec.address_extensions if cls else ())
+        if spec.default and spec.name not in named
+    ]
+    return own + defaults
+
+
 def secret_name(connector: Connector) -> str | None:
     auth = connector.spec.auth
     return auth.secret_ref.name if auth and auth.secret_ref else None

@@ -1,0 +1,117 @@
+"""Whether a PyPI connector's index pages keep downloads on the proxy.
+
+A registry may link its files to a host the connector does not cover (a CDN, another
+registry): the proxy leaves such links alone, and clients then fetch those files
+directly, around the proxy. The reconciler says so in the `LinksCovered` condition, from
+a small, bounded look: the registry's simple index (its first 256 KiB), the first
+project it lists, and that project's page (its first 2 MiB), each asked once per
+reconcile pass with the connector's credentials, on its own host only, redirects not
+followed. Covered: the connector's own host, and each address extension (its own or the
+class's defaults).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import re
+import ssl
+from urllib.parse import urljoin, urlsplit
+
+import aiohttp
+
+from connectors.reconcile.upstream import AddressExtension, BasicCredentials
+
+MAX_INDEX_BYTES = 256 * 1024
+MAX_PAGE_BYTES = 2 * 1024 * 1024
+# Bounded attribute values, no nesting: linear over the bounded text.
+_HREF = re.compile(rb"""href\s*=\s*["']([^"'<>\s]{1,4096})["']""", re.IGNORECASE)
+
+
+@dataclasses.dataclass(frozen=True)
+class Coverage:
+    """What a look found: the page it read, and the hosts its links name that the
+    connector does not cover (empty when all are). `page` is empty when nothing could be
+    checked, and `why` says why."""
+
+    page: str = ""
+    uncovered: tuple[str, ...] = ()
+    why: str = ""
+
+
+def covered(url: str, address: str, extensions: list[AddressExtension]) -> bool:
+    parts = urlsplit(url)
+    if _origin(url) == _origin(address):
+        return True
+    for extension in extensions:
+        ext = urlsplit(extension.url.rstrip("/"))
+        same = _origin(url) == _origin(extension.url)
+        if same and (parts.path == ext.path or parts.path.startswith(ext.path + "/")):
+            return True
+    return False
+
+
+async def look(
+    session: aiohttp.ClientSession,
+    index_url: str,
+    *,
+    address: str,
+    extensions: list[AddressExtension],
+    credentials: BasicCredentials | None,
+    tls: ssl.SSLContext,
+    timeout_seconds: float,
+) -> Coverage:
+    read = functools.partial(
+        _read, session, credentials=credentials, tls=tls, timeout_seconds=timeout_seconds
+    )
+    index = await read(index_url, MAX_INDEX_BYTES)
+    if index is None:
+        return Coverage(why="the simple index could not be read")
+    projects = [urljoin(index_url, h.decode("ascii", "replace")) for h in _HREF.findall(index)]
+    project = next((p for p in projects if _origin(p) == _origin(address)), None)
+    if project is None:
+        return Coverage(why="the simple index lists no project yet")
+    page = await read(project, MAX_PAGE_BYTES)
+    if page is None:
+        return Coverage(why="the first project's page could not be read")
+    files = {urljoin(project, h.decode("ascii", "replace")) for h in _HREF.findall(page)}
+    hosts = {_origin_text(f) for f in files if not covered(f, address, extensions)}
+    return Coverage(page=urlsplit(project).path, uncovered=tuple(sorted(h for h in hosts if h)))
+
+
+async def _read(
+    session: aiohttp.ClientSession,
+    url: str,
+    limit: int,
+    *,
+    credentials: BasicCredentials | None,
+    tls: ssl.SSLContext,
+    timeout_seconds: float,
+) -> bytes | None:
+    headers = {"Accept": "text/html"}
+    if credentials is not None:
+        headers["Authorization"] = credentials.authorization()
+    try:
+        async with session.get(
+            url, headers=headers, allow_redirects=False,
+            ssl=tls if url.startswith("https:") else True,
+            timeout=aiohttp.ClientTimeout(total=timeout_seconds),
+        ) as response:  # fmt: skip
+            if response.status != 200:
+                return None
+            body = b""
+            while len(body) < limit and (chunk := await response.content.read(limit - len(body))):
+                body += chunk
+            return body
+    except (TimeoutError, aiohttp.ClientError, ValueError):
+        return None
+
+
+def _origin(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    return parts.scheme.lower(), parts.netloc.lower()
+
+
+def _origin_text(url: str) -> str:
+    scheme, netloc = _origin(url)
+    return f"{scheme}://{netloc}" if scheme in ("http", "https") and netloc else ""
