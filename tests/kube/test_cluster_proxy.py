@@ -28,6 +28,7 @@ from tests.support import clients, leaks, wire
 from tests.support.components import DEPLOY, ComponentProcess
 from tests.support.standalone import connector_manifest, secret_manifest
 from tests.support.testcluster import ISSUER, TestCluster
+from tests.support.waiting import settled
 from tests.support.wheels import make_wheel
 
 NS = "proxy-demo"
@@ -467,3 +468,31 @@ def test_by_default_another_namespace_needs_the_grant_rbac_gives(namespace_mode:
     assert status == 200
     upload = wire.request("POST", namespace_mode.base() + "/", headers=wire.basic(token))
     assert upload.status == 403
+
+
+def test_by_default_a_kube_public_connector_is_cluster_level_for_downloads(
+    namespace_mode: Setup,
+):
+    # Alauda's scope rule: Connectors in kube-public are shared by the whole cluster.
+    cluster = namespace_mode.cluster
+    cluster.kubectl(
+        "apply", "-n", "kube-public", "-f", "-",
+        stdin="\n---\n".join([
+            secret_manifest(
+                "registry-secret", namespace_mode.registry.username,
+                namespace_mode.registry.password,
+            ),
+            connector_manifest(NAME, namespace_mode.registry.url),
+        ]),
+    )  # fmt: skip
+    token = namespace_mode.token("nobody", namespace="kube-public")  # no grant anywhere
+    url = namespace_mode.base("kube-public") + "/simple/"
+    assert settled(
+        lambda: wire.request("GET", url, headers=wire.basic(token)).status == 200,
+        20, "a download through the cluster-level connector",
+    )  # fmt: skip
+    upload = wire.request(
+        "POST", namespace_mode.base("kube-public") + "/", headers=wire.basic(token)
+    )
+    assert upload.status == 403  # publishing to a cluster-shared registry needs the grant
+    cluster.kubectl("delete", "connector", NAME, "-n", "kube-public", "--wait=false")

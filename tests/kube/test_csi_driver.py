@@ -473,6 +473,24 @@ def test_another_namespaces_connector_needs_a_grant_and_its_existence_is_not_tol
     node.cluster.kubectl("delete", "namespace", elsewhere, "--wait=false")
 
 
+def test_a_kube_public_connector_is_cluster_level_and_mounts_in_any_namespace(node: Node):
+    node.cluster.kubectl("apply", "-n", "kube-public", "-f", "-", stdin=seed.step_2(
+        address=node.registry.url, username=node.registry.username,
+        password=node.registry.password,
+    ))  # fmt: skip
+    wait_for(node.cluster, "kube-public", "pypi-connector")
+    node.cluster.kubectl("apply", "-n", NS, "-f", "-", stdin=seed_pod("cluster-level-user"))
+    pod = node.kubelet.pod(NS, "cluster-level-user")
+    target = node.kubelet.publish_volume(pod, csi_volume("shared", **{
+        "connector.name": "pypi-connector", "connector.namespace": "kube-public",
+        "configuration.names": "pipconf"}))  # fmt: skip
+    assert (
+        "@c-pypi-connector.kube-public.svc.cluster.local/simple/"
+        in (target / "pip.conf").read_text()
+    )
+    node.cluster.kubectl("delete", "connector", "pypi-connector", "-n", "kube-public")
+
+
 def _mounted_or_none(mount: Callable[[], Path]) -> Path | None:
     try:
         return mount()

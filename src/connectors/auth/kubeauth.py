@@ -10,8 +10,10 @@ modes:
 - "namespace" (the default): a ServiceAccount of the Connector's own namespace may download
   and upload without any RoleBinding, since whoever can run a Pod there can already mount
   the namespace's Secrets; that is what lets the quick start's Jobs, running as the
-  namespace's `default` account, work with no extra step. Any other identity is asked about
-  by SubjectAccessReview, as in "rbac" mode.
+  namespace's `default` account, work with no extra step. A Connector in `kube-public` is
+  cluster level, as Alauda documents: every ServiceAccount may download through it (an
+  upload still needs the grant). Any other identity is asked about by
+  SubjectAccessReview, as in "rbac" mode.
 - "rbac": SubjectAccessReview for everyone. Downloading needs `get` on
   `connectors.alauda.io` `connectors` (the Connector by name); uploading needs `create` on
   the subresource `connectors/proxy`, a separate grant, so a read-only workload cannot
@@ -47,6 +49,7 @@ POD_NAME_EXTRA = "authentication.kubernetes.io/pod-name"
 DOWNLOAD = ("get", "")
 UPLOAD = ("create", "proxy")
 SERVICE_ACCOUNT_PREFIX = "system:serviceaccount:"
+CLUSTER_LEVEL_NAMESPACE = "kube-public"  # Alauda's cluster-level Connectors live here
 AuthorizationMode = Literal["namespace", "rbac"]
 AUTHORIZATION_MODES: tuple[AuthorizationMode, ...] = ("namespace", "rbac")
 
@@ -77,7 +80,14 @@ class KubeAuthenticator:
         if identity is None:
             identity = await self.reviews.identity(token, audience)
             self.cache.put(token, audience, identity)
-        if self.mode == "namespace" and _is_service_account_of(identity, namespace):
+        if self.mode == "namespace" and (
+            _is_service_account_of(identity, namespace)
+            or (
+                namespace == CLUSTER_LEVEL_NAMESPACE
+                and not upload
+                and _is_service_account(identity)
+            )
+        ):
             return identity
         verb, subresource = UPLOAD if upload else DOWNLOAD
         await self._check_access(identity, namespace, name, verb, subresource)
@@ -192,6 +202,10 @@ def access_review(
 def service_account_groups(namespace: str) -> list[str]:
     """The groups the API server gives every ServiceAccount of `namespace`."""
     return ["system:serviceaccounts", f"system:serviceaccounts:{namespace}", "system:authenticated"]
+
+
+def _is_service_account(identity: tokens.Identity) -> bool:
+    return identity.subject.startswith(SERVICE_ACCOUNT_PREFIX)
 
 
 def _is_service_account_of(identity: tokens.Identity, namespace: str) -> bool:

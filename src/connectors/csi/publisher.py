@@ -34,7 +34,7 @@ import grpc
 from connectors.api.conditions import ConditionType
 from connectors.api.errors import ApiError, ApiUnavailable, NotFoundError, TemplateError
 from connectors.api.resources import Connector, ConnectorClass
-from connectors.auth import audiences
+from connectors.auth import audiences, kubeauth
 from connectors.csi import files, memoryfs, minting, volume
 from connectors.csi.minting import MintedToken
 from connectors.csi.volume import PodInfo, VolumeRequest
@@ -171,10 +171,12 @@ class Publisher:
     async def _check_access(self, request: VolumeRequest) -> None:
         """A Connector of another namespace is rendered only for a ServiceAccount that may
         `get` it, asked before its existence is (the same question the proxy asks): a Pod
-        learns nothing about another namespace's Connectors it may not use."""
+        learns nothing about another namespace's Connectors it may not use. Connectors in
+        `kube-public` are cluster level (Alauda's scope rule): every Pod may mount them."""
         pod = request.pod
         for namespace, name in request.connectors:
-            if namespace != pod.namespace and not await self.may_use(pod, namespace, name):
+            shared = namespace in (pod.namespace, kubeauth.CLUSTER_LEVEL_NAMESPACE)
+            if not shared and not await self.may_use(pod, namespace, name):
                 raise PublishError(
                     grpc.StatusCode.PERMISSION_DENIED,
                     f"ServiceAccount {pod.namespace}/{pod.service_account} may not use "
