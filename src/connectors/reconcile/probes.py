@@ -16,11 +16,25 @@ from connectors.reconcile.upstream import BasicCredentials
 from connectors.rendering import render
 
 
-def probe_url(connector: Connector, cls: ConnectorClass, probe: HTTPProbe) -> str:
-    """The absolute URL a probe asks: the connector's address plus the rendered path."""
-    variables = {"params": render.effective_params(connector, cls)}
+def probe_url(
+    connector: Connector,
+    cls: ConnectorClass,
+    probe: HTTPProbe,
+    auth_params: dict[str, str] | None = None,
+) -> str:
+    """The absolute URL a probe asks: the connector's address plus the rendered path.
+    An auth probe's path also sees its `params` (Alauda's `authProbes[].params`, with
+    their defaults) filled from the Connector's `spec.auth.params`."""
+    variables = {"params": {**render.effective_params(connector, cls), **(auth_params or {})}}
     path = render.render_string(probe.path, variables, what="probe path")
     return connector.spec.address.rstrip("/") + "/" + path.lstrip("/")
+
+
+def auth_probe_params(connector: Connector, cls: ConnectorClass, auth_name: str) -> dict[str, str]:
+    declared = next((p.params for p in cls.spec.auth_probes if p.auth_name == auth_name), ())
+    values = {spec.name: spec.default for spec in declared if spec.default is not None}
+    given = connector.spec.auth.params if connector.spec.auth else ()
+    return {**values, **{p.name: p.value for p in given}}
 
 
 async def run_http_probe(

@@ -123,6 +123,7 @@ async def _check_registry(
             connector,
             cls=cls,
             probe=auth_probe,
+            auth_params=probes.auth_probe_params(connector, cls, auth_name),
             credentials=credentials,
             tls=tls,
             session=session,
@@ -177,11 +178,12 @@ async def _probe(
     tls: ssl.SSLContext,
     session: aiohttp.ClientSession,
     settings: ReconcileSettings,
+    auth_params: dict[str, str] | None = None,
 ) -> ProbeOutcome | None:
     if probe is None or probe.http is None:
         return None
     try:
-        url = probes.probe_url(connector, cls, probe.http)
+        url = probes.probe_url(connector, cls, probe.http, auth_params)
     except errors.TemplateError as exc:
         return ProbeOutcome(url=connector.spec.address, error=str(exc))
     return await probes.run_http_probe(
