@@ -4,6 +4,7 @@ password-protected pypiserver on the node's address, where Pods can reach it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import subprocess
@@ -19,7 +20,7 @@ import pytest
 from connectors.standalone import localregistry
 from connectors.standalone.localregistry import LocalRegistry
 from tests.conftest import require
-from tests.support import images, leaks, testcluster
+from tests.support import images, leaks, testcluster, wire
 from tests.support import node as node_support
 from tests.support.node import Node
 from tests.support.waiting import settled
@@ -223,35 +224,71 @@ def token_in(pip_conf: str) -> str:
 
 
 @dataclass
+class Tenant:
+    """A namespace holding Connector `mirror` (the node registry), reached as a client in
+    the cluster would reach it: through the shared proxy Service's ClusterIP, which
+    kube-proxy translates."""
+
+    node: Node
+    namespace: str
+    proxy_ip: str
+
+    def kubectl(self, *args: str, stdin: str | None = None, check: bool = True) -> str:
+        return self.node.cluster.kubectl(*args, stdin=stdin, check=check).stdout
+
+    def status(self, token: str, connector: str = "mirror") -> int:
+        """One client request for the connector's index."""
+        host = f"c-{connector}.{self.namespace}.svc.cluster.local"
+        reply = wire.request(
+            "GET", f"http://{self.proxy_ip}/simple/", headers={"Host": host, **wire.basic(token)}
+        )  # fmt: skip
+        return reply.status
+
+    def ready(self, name: str) -> bool:
+        found = get(self.node, "connector", name, "-n", self.namespace)
+        conditions = (found.get("status") or {}).get("conditions") or []
+        return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+    def run_client(self, pod: str, connector: str = "mirror") -> None:
+        """Start `client_pod` and wait until it runs."""
+        self.kubectl("apply", "-n", self.namespace, "-f", "-", stdin=client_pod(pod, connector))
+        settled(lambda: phase(self.node, self.namespace, pod) == "Running", 120,
+                f"pod {pod} Running")  # fmt: skip
+
+    def pip_conf(self, pod: str) -> str:
+        text = self.kubectl("exec", pod, "-n", self.namespace, "--", "cat", "/root/.pip/pip.conf")
+        leaks.record(f"node: {pod} pip.conf", text)
+        return text
+
+
+@contextlib.contextmanager
+def tenant(node: Node, registry: LocalRegistry, namespace: str) -> Iterator[Tenant]:
+    """A fresh namespace with Connector `mirror` Ready, removed afterwards."""
+    service = get(node, "service", "connectors-proxy", "-n", RELEASE_NS)
+    made = Tenant(node, namespace, str(service["spec"]["clusterIP"]))
+    node.cluster.kubectl("create", "namespace", namespace)
+    made.kubectl("apply", "-n", namespace, "-f", "-", stdin=connector("mirror", registry))
+    settled(lambda: made.ready("mirror"), 60, f"Connector mirror Ready in {namespace}")
+    yield made
+    node.cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+@dataclass
 class RenewalPod:
     """A Pod started as soon as the chart is up, mounting pip.conf the seed's way
     (`subPath`), whose first token the last node test watches expire."""
 
-    namespace: str
+    tenant: Tenant
     name: str
     first_token: str
     started: float
-
-
-RENEWAL_NS = "node-renewal"
 
 
 @pytest.fixture(scope="session", autouse=True)
 def renewal_pod(chart: Node, node_registry: LocalRegistry) -> Iterator[RenewalPod]:
     """Created before the other node tests run, so the long wait for the first token to
     expire overlaps the rest of the run (test_zz_token_renewal_on_a_node.py runs last)."""
-    cluster = chart.cluster
-    cluster.kubectl("create", "namespace", RENEWAL_NS)
-    cluster.kubectl("apply", "-n", RENEWAL_NS, "-f", "-", stdin=connector("mirror", node_registry))
-    cluster.kubectl(
-        "apply", "-n", RENEWAL_NS, "-f", "-", stdin=client_pod("long-lived", "mirror")
-    )  # fmt: skip
-    settled(lambda: phase(chart, RENEWAL_NS, "long-lived") == "Running", 120,
-            "the renewal Pod Running")  # fmt: skip
-    started = time.time()
-    pip_conf = cluster.kubectl(
-        "exec", "long-lived", "-n", RENEWAL_NS, "--", "cat", "/root/.pip/pip.conf"
-    ).stdout  # fmt: skip
-    leaks.record("node: long-lived pip.conf", pip_conf)
-    yield RenewalPod(RENEWAL_NS, "long-lived", token_in(pip_conf), started)
-    cluster.kubectl("delete", "namespace", RENEWAL_NS, "--wait=false", check=False)
+    with tenant(chart, node_registry, "node-renewal") as renewal:
+        renewal.run_client("long-lived")
+        started = time.time()
+        yield RenewalPod(renewal, "long-lived", token_in(renewal.pip_conf("long-lived")), started)

@@ -4,11 +4,9 @@ operator's leader crashing. Nothing may fail that a client's retry does not fix.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -16,70 +14,35 @@ import pytest
 from connectors.standalone.localregistry import LocalRegistry
 from tests.node.conftest import (
     RELEASE_NS,
-    client_pod,
+    Tenant,
     connector,
-    get,
     lease_holder,
-    phase,
     pods,
+    tenant,
     token_in,
 )  # fmt: skip
-from tests.support import leaks, wire
 from tests.support.node import Node
 from tests.support.waiting import settled
 
 pytestmark = pytest.mark.timeout(600)
 
-NS = "node-faults"
-HOST = f"c-mirror.{NS}.svc.cluster.local"
 
-
-@dataclass
-class Faults:
-    node: Node
-    proxy_ip: str  # the shared proxy Service's ClusterIP (kube-proxy translates it)
-
-    def kubectl(self, *args: str, stdin: str | None = None) -> str:
-        return self.node.cluster.kubectl(*args, stdin=stdin).stdout
-
-    def status(self, token: str) -> int:
-        """One client request for the connector's index, through the Service."""
-        reply = wire.request(
-            "GET", f"http://{self.proxy_ip}/simple/", headers={"Host": HOST, **wire.basic(token)}
-        )  # fmt: skip
-        return reply.status
-
-
-def ready(faults: Faults, name: str) -> bool:
-    found = json.loads(faults.kubectl("get", "connector", name, "-n", NS, "-o", "json"))
-    conditions = (found.get("status") or {}).get("conditions") or []
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
-
-
-def token_of(faults: Faults, pod: str) -> str:
-    faults.kubectl("apply", "-n", NS, "-f", "-", stdin=client_pod(pod))
-    settled(lambda: phase(faults.node, NS, pod) == "Running", 90, f"pod {pod} Running")
-    pip_conf = faults.kubectl("exec", pod, "-n", NS, "--", "cat", "/root/.pip/pip.conf")
-    leaks.record(f"node: {pod} pip.conf", pip_conf)
-    return token_in(pip_conf)
+def token_of(faults: Tenant, pod: str) -> str:
+    faults.run_client(pod)
+    return token_in(faults.pip_conf(pod))
 
 
 @pytest.fixture(scope="module")
-def faults(chart: Node, node_registry: LocalRegistry) -> Iterator[Faults]:
-    service = get(chart, "service", "connectors-proxy", "-n", RELEASE_NS)
-    told = Faults(chart, str(service["spec"]["clusterIP"]))
-    chart.cluster.kubectl("create", "namespace", NS)
-    told.kubectl("apply", "-n", NS, "-f", "-", stdin=connector("mirror", node_registry))
-    settled(lambda: ready(told, "mirror"), 60, "Connector mirror Ready")
-    yield told
-    chart.cluster.kubectl("delete", "namespace", NS, "--wait=false", check=False)
+def faults(chart: Node, node_registry: LocalRegistry) -> Iterator[Tenant]:
+    with tenant(chart, node_registry, "node-faults") as made:
+        yield made
 
 
-def test_a_deleted_pods_token_is_refused(faults: Faults):
+def test_a_deleted_pods_token_is_refused(faults: Tenant):
     token = token_of(faults, "holder")
     # A new Service may refuse for a moment until kube-proxy syncs: ask until it answers.
     assert settled(lambda: faults.status(token) == 200, 30, "the holder's token works")
-    faults.kubectl("delete", "pod", "holder", "-n", NS, "--grace-period=1")
+    faults.kubectl("delete", "pod", "holder", "-n", faults.namespace, "--grace-period=1")
     # Within the proxy's decision cache (10 s), the token of a Pod that is gone stops.
     assert settled(lambda: faults.status(token) == 401, 30, "the token refused")
 
@@ -95,7 +58,7 @@ def crash(node: Node, pod: dict[str, Any]) -> None:
 
 
 def test_a_proxy_replica_crashing_under_traffic_costs_nothing_a_retry_does_not_fix(
-    faults: Faults,
+    faults: Tenant,
 ):
     token = token_of(faults, "client")
     settled(lambda: faults.status(token) == 200, 30, "the client's token works")
@@ -147,7 +110,7 @@ def test_a_proxy_replica_crashing_under_traffic_costs_nothing_a_retry_does_not_f
           "needed a retry")  # fmt: skip
 
 
-def ready_proxies(faults: Faults) -> list[str]:
+def ready_proxies(faults: Tenant) -> list[str]:
     return [
         str(p["metadata"]["name"])
         for p in pods(faults.node, RELEASE_NS, "app.kubernetes.io/name=connectors-proxy")
@@ -156,7 +119,7 @@ def ready_proxies(faults: Faults) -> list[str]:
 
 
 def test_the_operator_leader_crashing_hands_over_and_connectors_still_reconcile(
-    faults: Faults, node_registry: LocalRegistry
+    faults: Tenant, node_registry: LocalRegistry
 ):
     before = lease_holder(faults.node)
     operators = pods(faults.node, RELEASE_NS, "app.kubernetes.io/name=connectors-operator")
@@ -167,5 +130,7 @@ def test_the_operator_leader_crashing_hands_over_and_connectors_still_reconcile(
         60, "another identity holding the operator Lease",
     )  # fmt: skip
     assert after != before
-    faults.kubectl("apply", "-n", NS, "-f", "-", stdin=connector("after-crash", node_registry))
-    assert settled(lambda: ready(faults, "after-crash"), 60, "a new Connector Ready")
+    faults.kubectl(
+        "apply", "-n", faults.namespace, "-f", "-", stdin=connector("after-crash", node_registry)
+    )  # fmt: skip
+    assert settled(lambda: faults.ready("after-crash"), 60, "a new Connector Ready")

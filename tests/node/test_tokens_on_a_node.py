@@ -6,66 +6,41 @@ sees its file rewritten while the container runs."""
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from connectors.auth import audiences
+from connectors.auth import audiences, reviews
 from connectors.csi import memoryfs
 from connectors.standalone.localregistry import LocalRegistry
 from tests.node.conftest import (
     CHART,
     RELEASE_NS,
     TOKEN_SECONDS,
-    client_pod,
+    Tenant,
     connector,
-    get,
-    phase,
+    tenant,
     token_in,
 )  # fmt: skip
-from tests.support import leaks, wire
 from tests.support.node import KUBELET_DIR, Node
 from tests.support.waiting import settled
 
 pytestmark = pytest.mark.timeout(600)
 
 NS = "node-tokens"
-HOST = f"c-mirror.{NS}.svc.cluster.local"
 CSI_ACCOUNT = f"system:serviceaccount:{RELEASE_NS}:connectors-csi"
 DRIVER_STATE = Path("/var/lib/connectors-csi")
 
 
-@dataclass
-class Tokens:
-    node: Node
-    proxy_ip: str
-
-    def kubectl(self, *args: str, stdin: str | None = None, check: bool = True) -> str:
-        return self.node.cluster.kubectl(*args, stdin=stdin, check=check).stdout
-
-    def status(self, token: str) -> int:
-        reply = wire.request(
-            "GET", f"http://{self.proxy_ip}/simple/", headers={"Host": HOST, **wire.basic(token)}
-        )  # fmt: skip
-        return reply.status
-
-    def pip_conf(self, pod: str) -> str:
-        text = self.kubectl("exec", pod, "-n", NS, "--", "cat", "/root/.pip/pip.conf")
-        leaks.record(f"node: {pod} pip.conf", text)
-        return text
-
-
 def claims(token: str) -> dict[str, Any]:
-    body = token.split(".")[1]
-    decoded: dict[str, Any] = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
-    return decoded
+    found = reviews.unverified_claims(token)  # read from a file kubelet's token went into
+    assert found is not None, "not a JWT"
+    return found
 
 
 def files_on_disk_holding(needle: bytes, roots: list[Path]) -> list[str]:
@@ -95,31 +70,15 @@ def volume_target(node: Node, pod: str) -> Path:
     return KUBELET_DIR / "pods" / uid / "volumes" / "kubernetes.io~csi" / "pipconf" / "mount"
 
 
-def running_pod(tokens: Tokens, name: str, connector_name: str = "mirror") -> None:
-    tokens.kubectl("apply", "-n", NS, "-f", "-", stdin=client_pod(name, connector_name))
-    settled(lambda: phase(tokens.node, NS, name) == "Running", 90, f"pod {name} Running")
-
-
-def ready(tokens: Tokens, name: str) -> bool:
-    found = json.loads(tokens.kubectl("get", "connector", name, "-n", NS, "-o", "json"))
-    conditions = (found.get("status") or {}).get("conditions") or []
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
-
-
 @pytest.fixture(scope="module")
-def tokens(chart: Node, node_registry: LocalRegistry) -> Iterator[Tokens]:
-    service = get(chart, "service", "connectors-proxy", "-n", RELEASE_NS)
-    told = Tokens(chart, str(service["spec"]["clusterIP"]))
-    chart.cluster.kubectl("create", "namespace", NS)
-    told.kubectl("apply", "-n", NS, "-f", "-", stdin=connector("mirror", node_registry))
-    settled(lambda: ready(told, "mirror"), 60, "Connector mirror Ready")
-    yield told
-    chart.cluster.kubectl("delete", "namespace", NS, "--wait=false", check=False)
+def tokens(chart: Node, node_registry: LocalRegistry) -> Iterator[Tenant]:
+    with tenant(chart, node_registry, NS) as made:
+        yield made
     chart.cluster.kubectl("delete", "connectorclass", "pypi-renewal", check=False)
 
 
 @pytest.mark.parametrize("namespace", ["--all-namespaces", NS, RELEASE_NS, "kube-system"])
-def test_the_csi_driver_may_mint_no_token_and_read_no_secret(tokens: Tokens, namespace: str):
+def test_the_csi_driver_may_mint_no_token_and_read_no_secret(tokens: Tenant, namespace: str):
     where = [namespace] if namespace.startswith("--") else ["-n", namespace]
     for verb, resource in (("create", "serviceaccounts/token"), ("get", "secrets")):
         answer = tokens.node.cluster.kubectl(
@@ -135,9 +94,9 @@ def test_the_csi_driver_may_mint_no_token_and_read_no_secret(tokens: Tokens, nam
 
 
 def test_a_mounted_token_is_kubelets_for_the_pod_held_in_memory_and_dies_with_the_pod(
-    tokens: Tokens,
+    tokens: Tenant,
 ):
-    running_pod(tokens, "holder")
+    tokens.run_client("holder")
     token = token_in(tokens.pip_conf("holder"))
     body = claims(token)
     assert body["aud"] == [audiences.WORKLOAD]  # nothing the API server would accept
@@ -169,7 +128,7 @@ def renewal_class(timeout: int) -> str:
 
 
 def test_a_subpath_mounted_file_is_rewritten_while_its_container_runs(
-    tokens: Tokens, node_registry: LocalRegistry
+    tokens: Tenant, node_registry: LocalRegistry
 ):
     # What a renewed token needs, shown without waiting for one: the class's template
     # changes, kubelet republishes, the driver rewrites the file the container already
@@ -179,8 +138,8 @@ def test_a_subpath_mounted_file_is_rewritten_while_its_container_runs(
     manifest = json.loads(resource)
     manifest["spec"]["connectorClassName"] = "pypi-renewal"
     tokens.kubectl("apply", "-n", NS, "-f", "-", stdin=f"{secret}\n---\n{json.dumps(manifest)}")
-    settled(lambda: ready(tokens, "renewed"), 60, "Connector renewed Ready")
-    running_pod(tokens, "long-runner", "renewed")
+    settled(lambda: tokens.ready("renewed"), 60, "Connector renewed Ready")
+    tokens.run_client("long-runner", "renewed")
     before = tokens.pip_conf("long-runner")
     assert "timeout = 30" in before
     restarts = tokens.kubectl(

@@ -15,7 +15,6 @@ layout under a root directory.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 from datetime import UTC, datetime
@@ -25,6 +24,7 @@ from typing import Any
 import grpc
 import yaml
 
+from connectors.auth import reviews
 from connectors.csi.proto import csi_pb2, csi_pb2_grpc
 from tests.support.testcluster import TestCluster
 
@@ -69,8 +69,7 @@ class KubeletStandIn:
                     f"--duration={seconds}s", "--bound-object-kind=Pod",
                     f"--bound-object-name={metadata['name']}", f"--bound-object-uid={uid}",
                 ).stdout.strip()  # fmt: skip
-                body = token.split(".")[1]
-                claims = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+                claims = reviews.unverified_claims(token) or {}
                 expires = datetime.fromtimestamp(claims["exp"], UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
                 tokens[audience] = {"token": token, "expirationTimestamp": expires}
             self._tokens[uid] = json.dumps(tokens)

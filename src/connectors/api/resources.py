@@ -160,21 +160,32 @@ class ProxyStatus:
 
 
 @dataclasses.dataclass(frozen=True)
-class ConnectorStatus:
+class ResourceStatus:
+    """What a controller writes into a resource's `status`: conditions, and the generation
+    they were computed for."""
+
     conditions: tuple[Condition, ...] = dataclasses.field(default=(), metadata=wire("conditions"))
     observed_generation: int | None = dataclasses.field(
         default=None, metadata=wire("observedGeneration")
     )
-    proxy: ProxyStatus | None = dataclasses.field(default=None, metadata=wire("proxy"))
 
     def condition(self, type_: str) -> Condition | None:
         return next((c for c in self.conditions if c.type == type_), None)
 
     def to_dict(self) -> dict[str, Any]:
-        """The document form written to a Connector's `status`."""
+        """The document form written to the resource's `status`."""
         document: dict[str, Any] = {"conditions": [c.to_dict() for c in self.conditions]}
         if self.observed_generation is not None:
             document["observedGeneration"] = self.observed_generation
+        return document
+
+
+@dataclasses.dataclass(frozen=True)
+class ConnectorStatus(ResourceStatus):
+    proxy: ProxyStatus | None = dataclasses.field(default=None, metadata=wire("proxy"))
+
+    def to_dict(self) -> dict[str, Any]:
+        document = super().to_dict()
         if self.proxy is not None:
             document["proxy"] = codec.encode(self.proxy)
         return document
@@ -336,20 +347,8 @@ class ConnectorClassSpec:
 
 
 @dataclasses.dataclass(frozen=True)
-class ClassStatus:
-    conditions: tuple[Condition, ...] = dataclasses.field(default=(), metadata=wire("conditions"))
-    observed_generation: int | None = dataclasses.field(
-        default=None, metadata=wire("observedGeneration")
-    )
-
-    def condition(self, type_: str) -> Condition | None:
-        return next((c for c in self.conditions if c.type == type_), None)
-
-    def to_dict(self) -> dict[str, Any]:
-        document: dict[str, Any] = {"conditions": [c.to_dict() for c in self.conditions]}
-        if self.observed_generation is not None:
-            document["observedGeneration"] = self.observed_generation
-        return document
+class ClassStatus(ResourceStatus):
+    """A ConnectorClass's status: its own Ready condition (`reconcile/classes.py`)."""
 
 
 @dataclasses.dataclass(frozen=True)
