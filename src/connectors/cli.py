@@ -25,7 +25,7 @@ from connectors.auth import audiences, kubeauth, tokens
 from connectors.kube import client as kube_client
 from connectors.kube import config as kube_config
 from connectors.kube import install
-from connectors.proxy import cluster, forwarding, serving
+from connectors.proxy import cluster, filecache, forwarding, serving
 from connectors.standalone import commands, demo, server, state
 
 
@@ -74,6 +74,54 @@ def _add_upstream_timeout(parser: argparse.ArgumentParser) -> None:
     )
 
 
+_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+def parse_size(text: str) -> int:
+    """Bytes from `512MiB`, `2Gi`, `2G` (binary multiples, as Kubernetes writes them) or a
+    plain number."""
+    cleaned = text.strip().lower().removesuffix("b").removesuffix("i")
+    number, unit = cleaned.rstrip("kmgt"), cleaned[len(cleaned.rstrip("kmgt")) :]
+    try:
+        value = float(number)
+    except ValueError:
+        value = -1.0
+    if value < 0 or unit not in _SIZE_UNITS:
+        raise ConnectorsError(f"{text!r} is not a size such as 0, 500MiB or 2GiB")
+    return int(value * _SIZE_UNITS[unit])
+
+
+def _add_cache(parser: argparse.ArgumentParser, *, default_dir: str) -> None:
+    parser.add_argument(
+        "--cache-size",
+        default="2GiB",
+        help="bound of the cache of package files, e.g. 500MiB or 2GiB; 0 turns it off "
+        "(default %(default)s)",
+    )
+    parser.add_argument(
+        "--cache-dir", type=Path, default=None, help=f"where cached files live ({default_dir})"
+    )
+    parser.add_argument(
+        "--cache-fresh-seconds",
+        type=float,
+        default=filecache.CacheSettings.fresh_seconds,
+        help="how long after an index page naming a file was confirmed by the registry the "
+        "cached file is served without asking the registry again (default %(default)g)",
+    )
+
+
+def _cache_settings(args: argparse.Namespace, directory: Path | None) -> filecache.CacheSettings:
+    size = parse_size(args.cache_size)
+    if args.cache_fresh_seconds < 0:
+        raise ConnectorsError("--cache-fresh-seconds must not be negative")
+    where = args.cache_dir or directory
+    return filecache.CacheSettings(
+        directory=where if size > 0 else None,
+        max_bytes=size,
+        fresh_seconds=args.cache_fresh_seconds,
+    )
+
+
 def _add_workload_audience(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workload-audience",
@@ -113,7 +161,9 @@ def _client_limits(args: argparse.Namespace) -> serving.ClientLimits:
     )
 
 
-def _forward_settings(args: argparse.Namespace) -> forwarding.ForwardSettings:
+def _forward_settings(
+    args: argparse.Namespace, cache_dir: Path | None = None
+) -> forwarding.ForwardSettings:
     first_byte, idle = args.upstream_first_byte_timeout, args.upstream_idle_timeout
     if args.upstream_timeout is not None:
         first_byte = idle = args.upstream_timeout
@@ -124,6 +174,7 @@ def _forward_settings(args: argparse.Namespace) -> forwarding.ForwardSettings:
         connect_timeout_seconds=min(args.upstream_connect_timeout, first_byte),
         first_byte_timeout_seconds=first_byte,
         idle_timeout_seconds=idle,
+        cache=_cache_settings(args, cache_dir),
     )
 
 
@@ -162,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_upstream_timeout(serve)
     _add_client_limits(serve)
+    _add_cache(serve, default_dir="default STATE_DIR/cache")
     serve.add_argument(
         "--metrics-listen",
         default=None,
@@ -208,6 +260,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_place(rend)
     _add_namespace(rend)
 
+    cache = sub.add_parser("cache", help="what the cache of package files holds, or clear it")
+    cache.add_argument("action", nargs="?", choices=["show", "clear"], default="show")
+    cache.add_argument("--cache-dir", type=Path, default=None, help="default STATE_DIR/cache")
+    _add_place(cache)
+
     sub.add_parser("demo", help="the quick start's whole story on this machine")
 
     keys = sub.add_parser("keys", help="the standalone issuer's signing keys")
@@ -249,6 +306,7 @@ def _add_cluster_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
     prx.add_argument("--cluster-domain", default="cluster.local")
     _add_upstream_timeout(prx)
     _add_client_limits(prx)
+    _add_cache(prx, default_dir="no default: without it nothing is cached")
     prx.add_argument("--tls-cert-file", type=Path, default=None, help="serve clients over TLS")
     prx.add_argument("--tls-key-file", type=Path, default=None)
     prx.add_argument(
@@ -326,6 +384,7 @@ def _run(args: argparse.Namespace) -> int:
         "token": _token,
         "render": _render,
         "keys": _keys,
+        "cache": _cache,
     }
     return commands_by_name[args.command](args)
 
@@ -350,6 +409,20 @@ def _token(args: argparse.Namespace) -> int:
         )
     )
     return 0
+
+
+def _cache(args: argparse.Namespace) -> int:
+    directory = args.cache_dir or _place(args).state_dir / state.CACHE_DIRNAME
+    if args.action == "clear":
+        print(f"removed {filecache.clear(directory)} cached files from {directory}")
+        return 0
+    figures = filecache.survey(directory)
+    print(f"{directory}: {figures.files} files, {_mib(figures.bytes)}")
+    return 0
+
+
+def _mib(size: int) -> str:
+    return f"{size / 1024**2:.1f} MiB"
 
 
 def _keys(args: argparse.Namespace) -> int:
@@ -479,7 +552,7 @@ def _serve(args: argparse.Namespace) -> int:
         port=port,
         advertise_url=args.advertise_url,
         reconcile_interval_seconds=args.reconcile_interval,
-        forward=_forward_settings(args),
+        forward=_forward_settings(args, place.state_dir / state.CACHE_DIRNAME),
         clients=_client_limits(args),
         metrics_listen=_host_port(args.metrics_listen) if args.metrics_listen else None,
     )

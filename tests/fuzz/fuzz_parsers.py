@@ -71,7 +71,7 @@ def fuzz_rewrite(data: bytes) -> None:
     kind = provider.PickValueInList(["text/html", "application/vnd.pypi.simple.v1+json"])
     body = provider.ConsumeBytes(len(data))
 
-    def mapper(url: str) -> str | None:
+    def mapper(url: str, sha256: str | None) -> str | None:
         return "http://proxy.test/x" if url.startswith("https://registry.test/") else None
 
     try:

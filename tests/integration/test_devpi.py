@@ -10,7 +10,7 @@ import pytest
 from connectors.standalone.localregistry import LocalRegistry
 from tests.support import clients, wire
 from tests.support.standalone import Standalone, connector_manifest, secret_manifest
-from tests.support.wheels import make_wheel
+from tests.support.wheels import make_wheel, sha256_of
 
 NS = "devpi"
 
@@ -58,5 +58,5 @@ def test_devpi_links_are_rewritten_onto_the_proxy(devpi: Standalone, tmp_path: P
         "GET", f"{base}/simple/devpi-links/", headers=wire.basic(devpi.token(NS, "dev"))
     )
     assert page.status == 200
-    assert f'href="{base}/+f/'.encode() in page.body
+    assert f'href="{base}/_sha256/{sha256_of(wheel)}/+f/'.encode() in page.body
     assert b"#sha256=" in page.body

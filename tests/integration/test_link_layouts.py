@@ -65,8 +65,10 @@ def test_relative_links_become_proxy_links_with_every_attribute_kept(
     base = proxied.connector_url(NS, "nexus")
     tags = anchors(page(proxied, "nexus").body)
     wheel_tag = next(t for t in tags if upstream.wheel.name in t)
+    digest = upstream._file_hash()
+    # Under the prefix that lets the proxy answer from its cache of files, by that hash.
     expected_href = (
-        f'href="{base}/packages/demo/1.0/{upstream.wheel.name}#sha256={upstream._file_hash()}"'
+        f'href="{base}/_sha256/{digest}/packages/demo/1.0/{upstream.wheel.name}#sha256={digest}"'
     )
     assert wheel_tag == f"<a {expected_href} {upstream._link_attributes()}>"
 
@@ -118,8 +120,10 @@ def test_pep_691_json_urls_are_rewritten_and_other_fields_kept(
     document = json.loads(reply.body)
     wheel = next(f for f in document["files"] if f["filename"] == upstream.wheel.name)
     base = proxied.connector_url(NS, "nexus")
-    assert wheel["url"] == f"{base}/packages/demo/1.0/{upstream.wheel.name}"
-    assert wheel["provenance"] == wheel["url"] + ".provenance"
+    # The hash sits beside the URL in JSON, and the URL gets the cache's prefix all the same.
+    cached = f"{base}/_sha256/{upstream._file_hash()}"
+    assert wheel["url"] == f"{cached}/packages/demo/1.0/{upstream.wheel.name}"
+    assert wheel["provenance"] == f"{base}/packages/demo/1.0/{upstream.wheel.name}.provenance"
     assert wheel["core-metadata"] == {
         "sha256": upstream._link_attributes().split("sha256=")[1].split('"')[0]
     }
@@ -150,9 +154,8 @@ def test_absolute_links_to_an_extension_the_connector_names_carry_its_credential
 ):
     base = proxied.connector_url(NS, "pypi")
     tags = anchors(page(proxied, "pypi").body)
-    assert any(f'href="{base}/_ext/files/ab/cd/{upstream.wheel.name}#sha256=' in t for t in tags), (
-        tags
-    )
+    cached = f"{base}/_sha256/{upstream._file_hash()}"
+    assert any(f'href="{cached}/_ext/files/ab/cd/{upstream.wheel.name}#sha256=' in t for t in tags)
     before = len(upstream.hits_on(upstream.files))
     proxied.render(NS, "pypi", "pipconf", into=tmp_path)
     result = clients.pip_install(tmp_path / "pip.conf", "demo==1.0", target=tmp_path / "site")
@@ -177,7 +180,8 @@ def test_a_class_default_extension_keeps_downloads_on_the_proxy_without_credenti
     proxied.wait_ready(NS, "by-default")
     base = proxied.connector_url(NS, "by-default")
     tags = anchors(page(proxied, "by-default").body)
-    assert any(f'href="{base}/_ext/cdn/ab/cd/{upstream.wheel.name}#sha256=' in t for t in tags)
+    cached = f"{base}/_sha256/{upstream._file_hash()}"
+    assert any(f'href="{cached}/_ext/cdn/ab/cd/{upstream.wheel.name}#sha256=' in t for t in tags)
     before = len(upstream.hits_on(upstream.files))
     proxied.render(NS, "by-default", "pipconf", into=tmp_path)
     result = clients.pip_install(tmp_path / "pip.conf", "demo==1.0", target=tmp_path / "site")

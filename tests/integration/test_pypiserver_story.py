@@ -188,9 +188,10 @@ def test_index_links_stay_on_the_proxy_and_keep_their_hash_fragment(
         headers=wire.basic(seed.token(NS, NAME)),
     )
     assert reply.status == 200
+    digest = sha256_of(uploaded)
     expected = (
-        f'href="{seed.connector_url(NS, NAME)}/packages/{uploaded.name}'
-        f'#sha256={sha256_of(uploaded)}"'
+        f'href="{seed.connector_url(NS, NAME)}/_sha256/{digest}/packages/{uploaded.name}'
+        f'#sha256={digest}"'
     )
     assert expected.encode() in reply.body
 

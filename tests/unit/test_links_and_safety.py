@@ -96,7 +96,7 @@ def test_html_rewrite_keeps_fragments_and_every_other_attribute():
     )
     page_url = "https://nexus.example.com/repository/pypi/+simple/a/"
     out = pypi_links.rewrite(
-        page, "text/html; charset=utf-8", page_url, lambda u: LINKS.to_client(u, CLIENT)
+        page, "text/html; charset=utf-8", page_url, lambda u, _: LINKS.to_client(u, CLIENT)
     )
     assert (
         out
@@ -125,7 +125,7 @@ def test_json_rewrite_maps_urls_and_keeps_every_other_field():
         json.dumps(document).encode(),
         "application/vnd.pypi.simple.v1+json",
         "https://nexus.example.com/repository/pypi/+simple/a/",
-        lambda u: LINKS.to_client(u, CLIENT),
+        lambda u, _: LINKS.to_client(u, CLIENT),
     )
     expected = json.loads(json.dumps(document))
     expected["files"][0]["url"] = CLIENT + "/_ext/files/p/a-1.whl"
@@ -134,7 +134,7 @@ def test_json_rewrite_maps_urls_and_keeps_every_other_field():
 
 def test_a_body_that_is_not_json_passes_through_untouched():
     body = b"{not json"
-    assert pypi_links.rewrite(body, "application/json", "https://x/", lambda u: "y") == body
+    assert pypi_links.rewrite(body, "application/json", "https://x/", lambda u, _: "y") == body
 
 
 @pytest.mark.parametrize(
@@ -147,19 +147,21 @@ def test_a_body_that_is_not_json_passes_through_untouched():
 )
 def test_an_index_page_that_cannot_be_read_is_the_registrys_error(kind: str, body: bytes):
     with pytest.raises(RegistryDataError):
-        pypi_links.rewrite(body, kind, "https://x/simple/a/", lambda u: "http://proxy/y")
+        pypi_links.rewrite(body, kind, "https://x/simple/a/", lambda u, _: "http://proxy/y")
 
 
 def test_deeply_nested_json_is_rewritten_without_recursion():
     depth = 100_000
     body = b'{"a":' * depth + b'{"url": "https://x/a.whl"}' + b"}" * depth
-    out = pypi_links.rewrite(body, "application/json", "https://x/", lambda u: "http://p/a")
+    out = pypi_links.rewrite(body, "application/json", "https://x/", lambda u, _: "http://p/a")
     assert out == body.replace(b"https://x/a.whl", b"http://p/a")
 
 
 def test_a_json_url_key_inside_a_string_is_not_taken_for_a_key():
     body = b'{"description": "see \\"url\\": \\"https://x/evil\\"", "url": "https://x/a"}'
-    out = pypi_links.rewrite(body, "application/json", "https://x/", lambda u: "http://p/" + u[-1])
+    out = pypi_links.rewrite(
+        body, "application/json", "https://x/", lambda u, _: "http://p/" + u[-1]
+    )
     assert json.loads(out) == {"description": json.loads(body)["description"], "url": "http://p/a"}
 
 
@@ -230,3 +232,72 @@ def test_requests_route_by_host_or_by_path(
     found = routing.route(host, path)
     got = None if found is None else (found.namespace, found.name, found.base_path, found.rest)
     assert got == expected
+
+
+SHA = "0123456789abcdef" * 4
+
+
+def test_a_link_with_a_hash_goes_out_under_the_cache_prefix_and_comes_back_with_it():
+    upstream = "https://nexus.example.com/repository/pypi/packages/a-1.whl"
+    client = LINKS.to_client(upstream, CLIENT, SHA)
+    assert client == f"{CLIENT}/_sha256/{SHA}/packages/a-1.whl"
+    back = LINKS.to_upstream(client[len(CLIENT) :], "")
+    assert back is not None
+    assert (back.url, back.sha256, back.read_only) == (upstream, SHA, True)
+    # PEP 658 metadata beside the file has a hash of its own, not the file's.
+    metadata = LINKS.to_upstream(f"/_sha256/{SHA}/packages/a-1.whl.metadata", "")
+    assert metadata is not None
+    assert (metadata.url, metadata.sha256) == (upstream + ".metadata", None)
+    # Not a hash, or leading nowhere the connector names: no such path.
+    assert LINKS.to_upstream(f"/_sha256/{SHA[:-1]}/packages/a-1.whl", "") is None
+    assert LINKS.to_upstream(f"/_sha256/{SHA}/_ext/evil/a-1.whl", "") is None
+    assert LINKS.to_client("https://evil.example.net/a.whl", CLIENT, SHA) is None
+
+
+def test_the_hash_each_link_advertises_reaches_the_mapper_in_html_and_json():
+    seen: dict[str, str | None] = {}
+
+    def mapper(url: str, sha256: str | None) -> str | None:
+        seen[url.partition("#")[0]] = sha256
+        return None
+
+    html_page = (
+        f'<a href="a-1.whl#sha256={SHA.upper()}">a</a>'
+        '<a href="b-1.whl#md5=00">b</a><a href="c-1.whl">c</a>'
+    ).encode()
+    pypi_links.rewrite(html_page, "text/html", "https://r/simple/a/", mapper)
+    assert seen == {"https://r/simple/a/a-1.whl": SHA, "https://r/simple/a/b-1.whl": None,
+                    "https://r/simple/a/c-1.whl": None}  # fmt: skip
+
+    seen.clear()
+    other = "f" * 64
+    meta = {"sha256": "e" * 64}
+    document = {
+        "files": [
+            # PyPI writes keys in order (hashes before url), devpi url first.
+            {"hashes": {"sha256": SHA}, "url": "https://r/a-1.whl", "core-metadata": meta},
+            {"url": "https://r/b-1.whl", "core-metadata": meta, "hashes": {"sha256": other}},
+            {"url": "https://r/c-1.whl", "core-metadata": meta},
+            {"url": "https://r/d-1.whl", "sha256": other},  # only `hashes` counts
+            {"url": "https://r/twice.whl", "hashes": {"sha256": SHA}},
+            {"url": "https://r/twice.whl", "hashes": {"sha256": other}},
+        ]
+    }  # fmt: skip
+    pypi_links.rewrite(json.dumps(document).encode(), "application/json", "https://r/", mapper)
+    assert seen == {"https://r/a-1.whl": SHA, "https://r/b-1.whl": other,
+                    "https://r/c-1.whl": None, "https://r/d-1.whl": None,
+                    "https://r/twice.whl": None}  # fmt: skip
+
+
+def test_deep_json_is_rewritten_but_gives_no_hashes():
+    depth = 100
+    body = (
+        b'{"a":' * depth + b'{"url": "https://x/a.whl", "hashes": {"sha256": "' + SHA.encode()
+        + b'"}}' + b"}" * depth
+    )  # fmt: skip
+    hashes: list[str | None] = []
+    out = pypi_links.rewrite(
+        body, "application/json", "https://x/", lambda u, h: hashes.append(h) or "http://p/a"
+    )
+    assert out == body.replace(b"https://x/a.whl", b"http://p/a")
+    assert hashes == [None]

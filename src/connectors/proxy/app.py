@@ -29,9 +29,10 @@ from aiohttp.typedefs import Handler
 from connectors.api.errors import AuthUnavailable, PermissionDenied, TokenError
 from connectors.auth import credentials, tokens
 from connectors.auth.authenticator import Authenticator
-from connectors.proxy import fairness, forwarding, routing, safety, splice
+from connectors.proxy import cachedfiles, fairness, forwarding, routing, safety, splice
+from connectors.proxy.filecache import FileCache
 from connectors.proxy.metrics import ProxyMetrics
-from connectors.proxy.rewritecache import RewriteCache
+from connectors.proxy.pages import PageCache
 from connectors.proxy.targets import TargetCache
 from connectors.store.base import Store
 
@@ -95,7 +96,7 @@ async def _plain_server_header(request: web.Request, response: web.StreamRespons
 
 
 async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
-    """The registry connection pool, the rewrite cache and the splice workers."""
+    """The registry connection pool, the page and file caches and the splice workers."""
     # No pool-wide cap that one tenant could fill: each connector and namespace has its
     # own share (fairness.Shares), and in-flight registry requests never outnumber the
     # client connections the server admits.
@@ -107,9 +108,17 @@ async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
         read_bufsize=1024 * 1024,  # large reads from the registry: fewer, bigger copies
     ) as session:
         relays = splice.Relays() if splice.AVAILABLE else None
-        fair = app[CONFIG].forward.fairness
+        settings = app[CONFIG].forward
+        files = FileCache(settings.cache) if settings.cache.enabled else None
+        pages = PageCache()
+        app[METRICS].watch_caches(pages, files)
         app[RESOURCES] = forwarding.Resources(
-            session, RewriteCache(), relays, fairness.Shares(fair), fairness.ByteBudget(fair)
+            session,
+            pages,
+            files,
+            relays,
+            fairness.Shares(settings.fairness),
+            fairness.ByteBudget(settings.fairness),
         )
         try:
             yield
@@ -152,6 +161,7 @@ def _record(request: web.Request, response: web.StreamResponse | None, duration:
     identity: tokens.Identity | None = request.get(IDENTITY)
     status = response.status if response is not None else 499  # nginx's "client closed"
     sent = int(request.get(forwarding.BODY_BYTES_SENT, 0))
+    cached = request.get(cachedfiles.CACHE_RESULT, "")
     audit_log.info(
         json.dumps(
             {
@@ -166,6 +176,7 @@ def _record(request: web.Request, response: web.StreamResponse | None, duration:
                 "status": status,
                 "bytes_in": request.content.total_bytes,
                 "bytes_out": sent,
+                "cache": cached,
                 "duration_ms": round(duration * 1000, 1),
             },
             separators=(",", ":"),
@@ -177,6 +188,14 @@ def _record(request: web.Request, response: web.StreamResponse | None, duration:
     metrics.requests.labels(connector, method, str(status)).inc()
     metrics.bytes.labels(connector).inc(sent)
     metrics.latency.labels(connector).observe(duration)
+    if cached:
+        metrics.cache_requests.labels(connector, cached).inc()
+        if cached == "hit":
+            metrics.cache_served_bytes.labels(connector).inc(sent)
+        else:
+            metrics.cache_fetched_bytes.labels(connector).inc(
+                request.get(cachedfiles.CACHE_FETCHED_BYTES, 0)
+            )
     failure = request.get(forwarding.UPSTREAM_ERROR)
     if failure:
         metrics.upstream_errors.labels(connector, failure).inc()

@@ -1,11 +1,11 @@
 """Forward one authorized request to the registry and relay the answer.
 
-Bodies stream both ways without being held whole, except index pages, which are read
-(bounded by their decoded size and by the tenant's byte budget) so their links can be
-rewritten, and small files, sent in one write. Headers pass by allowlist in both
-directions: the registry sees what a package client needs plus what the proxy sets (the
-connector's credentials, only on the connector's own host), and the client sees what it
-needs back, never the registry's cookies or authentication challenges.
+Bodies stream both ways without being held whole, except index pages (`pages`), which are
+read so their links can be rewritten, and small files, sent in one write. Files an index
+page advertised a sha256 for go through the cache of files (`cachedfiles`). Headers pass
+by allowlist in both directions: the registry sees what a package client needs plus what
+the proxy sets (the connector's credentials, only on the connector's own host), and the
+client sees what it needs back, never the registry's cookies or authentication challenges.
 
 Every way the registry can fail maps to one response in `_FAILURES`: the registry's
 failures are 502 or 504 naming the connector, never a 500.
@@ -14,22 +14,20 @@ failures are 502 or 504 naming the connector, never a 500.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
-import hashlib
 import logging
-from collections.abc import Iterator
 
 import aiohttp
 import yarl
 from aiohttp import web
 
 from connectors.api.errors import Overloaded, RegistryDataError
-from connectors.proxy import splice
-from connectors.proxy.decoding import BoundedDecoder
-from connectors.proxy.fairness import ByteBudget, FairnessSettings, Holding, Shares
+from connectors.proxy import cachedfiles, pages, sending, splice
+from connectors.proxy.fairness import ByteBudget, FairnessSettings, Shares
+from connectors.proxy.filecache import CacheSettings, FileCache
 from connectors.proxy.links import Upstream
-from connectors.proxy.rewritecache import RewriteCache
+from connectors.proxy.pages import Key as PageKey
+from connectors.proxy.pages import Page, PageCache
 from connectors.proxy.targets import Target
 
 log = logging.getLogger(__name__)
@@ -75,14 +73,10 @@ RESPONSE_HEADERS = frozenset(
     }
 )
 
-# Set on the request when the registry failed: connect, timeout, protocol, truncated,
-# refused, malformed, busy.
-UPSTREAM_ERROR = "connectors.upstream_error"
-# Body bytes that reached the client (aiohttp's own count includes the headers, and never
-# sees what splice(2) moved); the audit middleware sets it for whole responses.
-BODY_BYTES_SENT = "connectors.body_bytes_sent"
-# Seconds between two yields to the event loop while a large page is decoded or rewritten.
-_SLICE_SECONDS = 0.002
+# The audit line reads these; they live with the code that sends answers.
+UPSTREAM_ERROR = sending.UPSTREAM_ERROR
+BODY_BYTES_SENT = sending.BODY_BYTES_SENT
+error_response = sending.error_response
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,7 +84,8 @@ class Resources:
     """What forwarding shares across requests, opened and closed with the app."""
 
     session: aiohttp.ClientSession
-    rewrites: RewriteCache
+    pages: PageCache
+    files: FileCache | None
     relays: splice.Relays | None
     shares: Shares
     budget: ByteBudget
@@ -112,21 +107,15 @@ class ForwardSettings:
     # rewrite slots before more of it is read.
     large_page_bytes: int = 4 * 1024 * 1024
     fairness: FairnessSettings = FairnessSettings()
+    cache: CacheSettings = CacheSettings()
 
 
-def error_response(
-    status: int, message: str, *, challenge: bool = False, retry_after: int | None = None
-) -> web.Response:
-    headers: dict[str, str] = {}
-    if challenge:
-        headers["WWW-Authenticate"] = 'Basic realm="connectors"'
-    if retry_after is not None:
-        headers["Retry-After"] = str(retry_after)
-    return web.Response(status=status, text=message + "\n", headers=headers or None)
-
-
-def _request_headers(request: web.Request, target: Target, destination: Upstream) -> dict[str, str]:
+def _request_headers(
+    request: web.Request, target: Target, destination: Upstream, known: Page | None
+) -> dict[str, str]:
     headers = {k: v for k, v in request.headers.items() if k.lower() in REQUEST_HEADERS}
+    if known is not None:
+        headers.update(known.validators)
     # Index pages must be readable to be rewritten; files are not compressed in transit
     # by registries anyway, so asking for identity costs nothing.
     headers["Accept-Encoding"] = "identity"
@@ -233,6 +222,22 @@ async def forward(
     connector = target.connector
     try:
         async with resources.shares.request_slot(connector.namespace, connector.name):
+            files = resources.files
+            if (
+                files is not None
+                and destination.sha256 is not None
+                and request.method in ("GET", "HEAD")
+            ):
+                cached = await cachedfiles.from_cache(
+                    request,
+                    files,
+                    (target.cache_scope, destination.sha256),
+                    whole_body_bytes=settings.whole_body_bytes,
+                    chunk_bytes=settings.chunk_bytes,
+                    idle_timeout_seconds=settings.idle_timeout_seconds,
+                )
+                if cached is not None:
+                    return cached
             return await _exchange(
                 request,
                 target=target,
@@ -243,6 +248,18 @@ async def forward(
             )
     except tuple(kind for kind, _ in _FAILURES) as exc:
         return _failure_response(request, exc, target, destination, settings)
+
+
+def _known_page(
+    request: web.Request, target: Target, destination: Upstream, client_base: str, cache: PageCache
+) -> tuple[PageKey, Page | None]:
+    """The page as last answered, when this request may be revalidated with its
+    validators: a GET the client did not make conditional itself."""
+    accept = request.headers.get("Accept", "")
+    key = cache.key(target.link_map, destination.url, client_base, accept)
+    if request.method != "GET" or any(h in request.headers for h in pages.CLIENT_CONDITIONS):
+        return key, None
+    return key, cache.get(key)
 
 
 async def _exchange(
@@ -261,25 +278,40 @@ async def _exchange(
         sock_read=settings.idle_timeout_seconds,
     )
     body = request.content if request.body_exists else None
+    page_key, known = _known_page(request, target, destination, client_base, resources.pages)
     # An upload's headers come only after the client's whole body: the silence timeout
     # bounds the wait after it, as the first-byte timeout does for everything else.
     async with asyncio.timeout(settings.first_byte_timeout_seconds if body is None else None):
         upstream = await resources.session.request(
             request.method,
             yarl.URL(destination.url, encoded=True),
-            headers=_request_headers(request, target, destination),
+            headers=_request_headers(request, target, destination, known),
             data=body,
             allow_redirects=False,
             timeout=timeout,
             ssl=target.tls if destination.url.startswith("https:") else True,
         )
     try:
+        page_context = pages.PageContext(
+            target=target,
+            client_base=client_base,
+            key=page_key,
+            known=known,
+            pages=resources.pages,
+            files=resources.files,
+            shares=resources.shares,
+            budget=resources.budget,
+            max_index_bytes=settings.max_index_bytes,
+            large_page_bytes=settings.large_page_bytes,
+            idle_timeout_seconds=settings.idle_timeout_seconds,
+        )
         return await _relay(
             request,
             upstream,
             target=target,
             destination=destination,
             client_base=client_base,
+            page_context=page_context,
             resources=resources,
             settings=settings,
         )
@@ -294,6 +326,7 @@ async def _relay(
     target: Target,
     destination: Upstream,
     client_base: str,
+    page_context: pages.PageContext,
     resources: Resources,
     settings: ForwardSettings,
 ) -> web.StreamResponse:
@@ -307,145 +340,36 @@ async def _relay(
         )
     if not 200 <= upstream.status <= 599:
         raise RegistryDataError(f"an answer with HTTP status {upstream.status}")
+    if upstream.status == 304 and page_context.known is not None:
+        return await pages.send_known(request, page_context.known, page_context)
     headers = _response_headers(upstream, target, client_base)
     if (
         request.method == "GET"
         and upstream.status == 200
         and target.protocol.is_rewritable(upstream.content_type)
     ):
-        return await _rewritten(
+        return await pages.rewritten(request, upstream, headers, page_context)
+    files = resources.files
+    if (
+        files is not None
+        and destination.sha256 is not None
+        and cachedfiles.wants_fill(request, upstream)
+    ):
+        return await cachedfiles.filled(
             request,
             upstream,
             headers,
-            target=target,
-            client_base=client_base,
-            resources=resources,
-            settings=settings,
+            files,
+            (target.cache_scope, destination.sha256),
+            whole_body_bytes=settings.whole_body_bytes,
+            chunk_bytes=settings.chunk_bytes,
+            idle_timeout_seconds=settings.idle_timeout_seconds,
         )
     if _small(request, upstream, settings):
         with resources.budget.holding(target.connector.namespace) as held:
             if held.try_take(upstream.content_length or 0):
                 return await _whole(request, upstream, headers, settings)
     return await _streamed(request, upstream, headers, settings, resources.relays)
-
-
-class _Slicer:
-    """Yields to the event loop once a slice of time has gone into one request's work."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.get_running_loop()
-        self.since = self.loop.time()
-
-    async def pause(self) -> None:
-        if self.loop.time() - self.since >= _SLICE_SECONDS:
-            await asyncio.sleep(0)
-            self.since = self.loop.time()
-
-
-async def _rewritten(
-    request: web.Request,
-    upstream: aiohttp.ClientResponse,
-    headers: dict[str, str],
-    *,
-    target: Target,
-    client_base: str,
-    resources: Resources,
-    settings: ForwardSettings,
-) -> web.StreamResponse:
-    """Read, rewrite and send an index page, holding its bytes in the tenant's budget until
-    the client has them all. A large page also takes one of the namespace's rewrite slots
-    once it is found to be large, decoding included: a compression bomb costs CPU before
-    it is found out, and small pages, the common case, never wait for one."""
-    encoding = next((headers.pop(k) for k in list(headers) if k.lower() == "content-encoding"), "")
-    decoder = BoundedDecoder(encoding, settings.max_index_bytes)
-    namespace = target.connector.namespace
-    slicer = _Slicer()
-    async with contextlib.AsyncExitStack() as large:
-        with resources.budget.holding(namespace) as held:
-            page = bytearray()
-            digest = hashlib.blake2b(digest_size=16)
-            slotted = False
-            async for chunk in upstream.content.iter_any():
-                for piece in decoder.feed(chunk):
-                    await _append(page, piece, digest, held, slicer)
-                    if not slotted and len(page) > settings.large_page_bytes:
-                        slot = resources.shares.rewrite_slot(namespace)
-                        await large.enter_async_context(slot)
-                        slotted = True
-            for piece in decoder.finish():
-                await _append(page, piece, digest, held, slicer)
-            page_url = str(upstream.url)
-            cache = resources.rewrites
-            key = cache.key(
-                target.link_map, page_url, client_base, upstream.content_type, digest.digest()
-            )
-            rewritten: bytes | bytearray | None = cache.get(key)
-            if rewritten is None:
-                rewritten = await _joined(
-                    target.protocol.rewrite(
-                        page,
-                        upstream.content_type,
-                        page_url,
-                        lambda url: target.link_map.to_client(url, client_base),
-                    ),
-                    held,
-                    slicer,
-                    limit=2 * settings.max_index_bytes,
-                )
-                cache.put(key, rewritten)
-            del page
-            response = web.Response(
-                status=upstream.status, reason=upstream.reason, body=rewritten, headers=headers
-            )
-            return await _send_whole(request, response, len(rewritten), settings)
-
-
-async def _append(
-    page: bytearray, piece: bytes, digest: hashlib.blake2b, held: Holding, slicer: _Slicer
-) -> None:
-    held.take(len(piece))
-    page += piece
-    digest.update(piece)
-    await slicer.pause()
-
-
-async def _joined(
-    pieces: Iterator[bytes | bytearray], held: Holding, slicer: _Slicer, *, limit: int
-) -> bytearray:
-    """The rewritten page, charged to the budget as it grows: its size depends on the
-    page's links and on the client's base URL, not only on the registry's bytes."""
-    out = bytearray()
-    for piece in pieces:
-        held.take(len(piece))
-        out += piece
-        if len(out) > limit:
-            raise RegistryDataError(f"an index page larger than {limit} bytes once rewritten")
-        await slicer.pause()
-    return out
-
-
-async def _send_whole(
-    request: web.Request, response: web.Response, size: int, settings: ForwardSettings
-) -> web.Response:
-    """Send a held body now, so that it stays counted until the client has it; a client
-    that stops reading for the idle timeout loses its connection instead of pinning it."""
-    try:
-        async with asyncio.timeout(settings.idle_timeout_seconds):
-            await response.prepare(request)
-            await response.write_eof()
-    except TimeoutError:
-        _drop_client(request, "stopped reading")
-        raise ConnectionResetError("the client stopped reading") from None
-    request[BODY_BYTES_SENT] = 0 if request.method == "HEAD" else size
-    return response
-
-
-def _drop_client(request: web.Request, why: str) -> None:
-    """Close the client's connection now, dropping whatever still waits to be sent: a
-    plain close would keep it until the client reads it."""
-    log.info("closing a client connection that %s", why)
-    if request.transport is not None:
-        request.transport.abort()
 
 
 def _small(
@@ -470,7 +394,7 @@ async def _whole(
     response = web.Response(
         status=upstream.status, reason=upstream.reason, body=body, headers=headers
     )
-    return await _send_whole(request, response, len(body), settings)
+    return await sending.send_whole(request, response, len(body), settings.idle_timeout_seconds)
 
 
 async def _streamed(
@@ -534,8 +458,7 @@ async def _spliced(
     buffered = upstream.content.read_nowait()
     up_transport.pause_reading()
     if buffered:
-        await _write(request, response, buffered, settings)
-        request[BODY_BYTES_SENT] = len(buffered)
+        await sending.write(request, response, buffered, settings.idle_timeout_seconds)
     # Keep the bytes in order on the wire: nothing may still wait in the transport's buffer.
     # A client that stops reading meanwhile gets the same timeout as a silent registry.
     deadline = asyncio.get_running_loop().time() + settings.idle_timeout_seconds
@@ -584,24 +507,12 @@ async def _stream_rest(
                 "upstream body ended early (%s); closing the client connection",
                 exc.__class__.__name__,
             )
-            _drop_client(request, "was being sent a body the registry cut short")
+            sending.drop_client(request, "was being sent a body the registry cut short")
             return response
         # A client that went away raises ConnectionError here: the audit line says 499.
-        await _write(request, response, chunk, settings)
-        request[BODY_BYTES_SENT] = request.get(BODY_BYTES_SENT, 0) + len(chunk)
+        await sending.write(request, response, chunk, settings.idle_timeout_seconds)
     await response.write_eof()
     return response
-
-
-async def _write(
-    request: web.Request, response: web.StreamResponse, chunk: bytes, settings: ForwardSettings
-) -> None:
-    try:
-        async with asyncio.timeout(settings.idle_timeout_seconds):
-            await response.write(chunk)
-    except TimeoutError:
-        _drop_client(request, "stopped reading")
-        raise ConnectionResetError("the client stopped reading") from None
 
 
 def _origin(url: str) -> str:

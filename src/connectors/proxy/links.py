@@ -15,6 +15,12 @@ The client sees one tree under the proxy base (`<scheme>://<host><base_path>`):
   `/simple/` to the registry's simplePath).
 Upstream URLs outside all of these map to nothing and are left for the client to fetch
 itself: the proxy never forwards to a host the connector does not name.
+
+A link whose page advertises its sha256 may be handed out as `/_sha256/<hex>/<any of the
+above>`: the proxy may then answer it from its cache of files, by that hash, after checking
+the bytes it fetches against it. The prefix carries no authority (it is not sealed): a
+wrong hash only makes the download fail. `<file>.metadata` (PEP 658, which clients derive
+from the file's URL) keeps the prefix but not the file's hash.
 """
 
 from __future__ import annotations
@@ -23,10 +29,14 @@ import base64
 import dataclasses
 import hashlib
 import hmac
+import re
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 EXT_PREFIX = "/_ext/"
 ORIGIN_PREFIX = "/_origin/"
+SHA256_PREFIX = "/_sha256/"
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+_METADATA_SUFFIX = ".metadata"
 _SEAL_BYTES = 16
 
 
@@ -44,6 +54,7 @@ class Upstream:
     url: str
     credentialed: bool
     read_only: bool = False  # only GET and HEAD may go there (downloads, not uploads)
+    sha256: str | None = None  # what the index page that linked here says the bytes hash to
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +83,17 @@ class LinkMap:
 
     def to_upstream(self, rest: str, query: str) -> Upstream | None:
         """The upstream URL for a client path (below the proxy base), or None if none."""
+        if rest.startswith(SHA256_PREFIX):
+            digest, _, tail = rest[len(SHA256_PREFIX) :].partition("/")
+            inner = self._to_upstream("/" + tail, query) if _SHA256_HEX.fullmatch(digest) else None
+            if inner is None:
+                return None
+            # A file's metadata (PEP 658) sits beside it and has a hash of its own.
+            named = None if tail.endswith(_METADATA_SUFFIX) else digest
+            return dataclasses.replace(inner, read_only=True, sha256=named)
+        return self._to_upstream(rest, query)
+
+    def _to_upstream(self, rest: str, query: str) -> Upstream | None:
         if rest.startswith(EXT_PREFIX):
             name, _, tail = rest[len(EXT_PREFIX) :].partition("/")
             extension = next((e for e in self.extensions if e.name == name), None)
@@ -91,8 +113,13 @@ class LinkMap:
             return Upstream(_join(origin, "/" + tail, query), credentialed=True, read_only=True)
         return Upstream(_join(self.address, self._alias_out(rest), query), credentialed=True)
 
-    def to_client(self, upstream_url: str, client_base: str) -> str | None:
-        """Where the client should fetch `upstream_url` through the proxy, or None."""
+    def to_client(
+        self, upstream_url: str, client_base: str, sha256: str | None = None
+    ) -> str | None:
+        """Where the client should fetch `upstream_url` through the proxy, or None; with
+        `sha256`, under the prefix that lets the proxy answer from its cache of files."""
+        if sha256 is not None:
+            return self.to_client(upstream_url, client_base + SHA256_PREFIX + sha256)
         parts = urlsplit(upstream_url)
         suffix = urlunsplit(("", "", "", parts.query, parts.fragment))
         address = self._address

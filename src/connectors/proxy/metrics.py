@@ -10,8 +10,11 @@ from collections.abc import Callable, Iterator
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from connectors.proxy.filecache import FileCache
+from connectors.proxy.pages import PageCache
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -32,6 +35,37 @@ class _CacheCollector(Collector):
         family.add_metric(["hit"], hits)
         family.add_metric(["miss"], misses)
         yield family
+
+
+class _StoreCollector(Collector):
+    """The file cache's size and the page cache's reuse, read when scraped."""
+
+    def __init__(self) -> None:
+        self.pages: PageCache | None = None
+        self.files: FileCache | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        if self.pages is not None:
+            family = CounterMetricFamily(
+                "connectors_index_pages",
+                "Index pages answered with a rewrite reused (the registry said 304, or sent "
+                "the same bytes) or made anew.",
+                labels=["result"],
+            )
+            family.add_metric(["reused"], self.pages.hits)
+            family.add_metric(["rewritten"], self.pages.misses)
+            yield family
+        if self.files is not None:
+            figures = self.files.figures()
+            yield GaugeMetricFamily(
+                "connectors_cache_size_bytes", "Bytes held by the cache of files.", figures.bytes
+            )
+            yield GaugeMetricFamily(
+                "connectors_cache_limit_bytes", "The cache of files' bound.", figures.max_bytes
+            )
+            yield GaugeMetricFamily(
+                "connectors_cache_entries", "Files held by the cache of files.", figures.files
+            )
 
 
 class ProxyMetrics:
@@ -68,7 +102,31 @@ class ProxyMetrics:
             ["connector", "kind"],
             registry=self.registry,
         )
+        self.cache_requests = Counter(
+            "connectors_cache_requests",
+            "Requests for files the cache may answer, by connector and result: hit (from "
+            "the cache), miss (fetched and kept), refetch (fetched again to confirm).",
+            ["connector", "result"],
+            registry=self.registry,
+        )
+        self.cache_served_bytes = Counter(
+            "connectors_cache_served_bytes",
+            "File bytes sent to clients from the cache, by connector.",
+            ["connector"],
+            registry=self.registry,
+        )
+        self.cache_fetched_bytes = Counter(
+            "connectors_cache_fetched_bytes",
+            "File bytes fetched from registries for requests the cache may answer.",
+            ["connector"],
+            registry=self.registry,
+        )
         self.registry.register(_CacheCollector(cache_counts))
+        self._stores = _StoreCollector()
+        self.registry.register(self._stores)
+
+    def watch_caches(self, pages: PageCache, files: FileCache | None) -> None:
+        self._stores.pages, self._stores.files = pages, files
 
     def app(self) -> web.Application:
         async def scrape(request: web.Request) -> web.Response:

@@ -12,7 +12,7 @@ import ssl
 
 from connectors.api.resources import Connector, ConnectorClass
 from connectors.classes import protocols
-from connectors.proxy import links
+from connectors.proxy import filecache, links
 from connectors.reconcile import upstream
 from connectors.rendering import render
 from connectors.store.base import Snapshot, Store
@@ -26,6 +26,7 @@ class Target:
     credentials: upstream.BasicCredentials | None
     problem: str | None  # why the connector cannot be served now (no usable Secret...)
     tls: ssl.SSLContext
+    cache_scope: str  # where its files live in the cache of files (filecache.scope_of)
 
     def __repr__(self) -> str:
         return f"Target({self.connector.namespace}/{self.connector.name})"
@@ -50,15 +51,12 @@ def build_target(connector: Connector, snapshot: Snapshot) -> Target:
     ca = upstream.ca_bundle_for(connector, snapshot)
     if isinstance(ca, upstream.CredentialsProblem):
         problem = problem or ca.message
+    sent = credentials.authorization() if credentials is not None else ""
     link_map = links.LinkMap(
         address=connector.spec.address,
         extensions=extensions_of(connector, cls),
         aliases=protocol.path_aliases(params),
-        origin_key=links.origin_key(
-            connector.namespace,
-            connector.name,
-            credentials.authorization() if credentials is not None else "",
-        ),
+        origin_key=links.origin_key(connector.namespace, connector.name, sent),
     )
     return Target(
         connector=connector,
@@ -67,6 +65,9 @@ def build_target(connector: Connector, snapshot: Snapshot) -> Target:
         credentials=credentials,
         problem=problem,
         tls=upstream.ssl_context(ca if isinstance(ca, bytes) else None),
+        cache_scope=filecache.scope_of(
+            connector.namespace, connector.name, connector.spec.address, sent
+        ),
     )
 
 

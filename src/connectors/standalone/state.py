@@ -16,6 +16,7 @@ from typing import Any
 from connectors.api.errors import StateError
 
 DEFAULT_CONFIG_DIR = Path("connectors.d")
+CACHE_DIRNAME = "cache"  # under the state directory: the cache of package files
 STATE_DIR_NAME = ".state"
 
 

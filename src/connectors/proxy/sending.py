@@ -1,0 +1,70 @@
+"""Sending answers to the proxy's clients: errors, held bodies and streamed writes, each
+bounded by the idle timeout so that a client that stops reading loses its connection
+instead of pinning memory or a slot, plus the request keys the audit line reads."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import web
+
+log = logging.getLogger(__name__)
+
+# Set on the request when the registry failed: connect, timeout, protocol, truncated,
+# refused, malformed, busy, mismatch.
+UPSTREAM_ERROR = "connectors.upstream_error"
+# Body bytes that reached the client (aiohttp's own count includes the headers, and never
+# sees what splice(2) moved); the audit middleware sets it for whole responses.
+BODY_BYTES_SENT = "connectors.body_bytes_sent"
+
+
+def error_response(
+    status: int, message: str, *, challenge: bool = False, retry_after: int | None = None
+) -> web.Response:
+    headers: dict[str, str] = {}
+    if challenge:
+        headers["WWW-Authenticate"] = 'Basic realm="connectors"'
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
+    return web.Response(status=status, text=message + "\n", headers=headers or None)
+
+
+async def send_whole(
+    request: web.Request, response: web.Response, size: int, idle_timeout_seconds: float
+) -> web.Response:
+    """Send a held body now, so that it stays counted until the client has it; a client
+    that stops reading for the idle timeout loses its connection instead of pinning it."""
+    try:
+        async with asyncio.timeout(idle_timeout_seconds):
+            await response.prepare(request)
+            await response.write_eof()
+    except TimeoutError:
+        drop_client(request, "stopped reading")
+        raise ConnectionResetError("the client stopped reading") from None
+    request[BODY_BYTES_SENT] = 0 if request.method == "HEAD" else size
+    return response
+
+
+async def write(
+    request: web.Request,
+    response: web.StreamResponse,
+    chunk: bytes | bytearray,
+    idle_timeout_seconds: float,
+) -> None:
+    """Write one piece of a streamed body and count it for the audit line."""
+    try:
+        async with asyncio.timeout(idle_timeout_seconds):
+            await response.write(chunk)
+    except TimeoutError:
+        drop_client(request, "stopped reading")
+        raise ConnectionResetError("the client stopped reading") from None
+    request[BODY_BYTES_SENT] = request.get(BODY_BYTES_SENT, 0) + len(chunk)
+
+
+def drop_client(request: web.Request, why: str) -> None:
+    """Close the client's connection now, dropping whatever still waits to be sent: a
+    plain close would keep it until the client reads it."""
+    log.info("closing a client connection that %s", why)
+    if request.transport is not None:
+        request.transport.abort()
