@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
+import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -125,3 +128,77 @@ def connectors_serve(
         workdir, upstream, user, password, "--reconcile-interval", interval, name="bench"
     ) as server:
         yield server
+
+
+@contextlib.contextmanager
+def nginx_cache(workdir: Path, upstream: str, user: str, password: str) -> Iterator[str]:
+    """nginx as a credential-injecting proxy that caches files (bench/nginx-cache.conf),
+    on the port it had before if `workdir` held one (so a restarted peer keeps its URL)."""
+    port_file = workdir.parent / "nginx-cache.port"
+    port = int(port_file.read_text()) if port_file.exists() else free_port()
+    port_file.write_text(str(port))
+    template = (HERE / "nginx-cache.conf").read_text()
+    config = _common(workdir) + template.format(
+        port=port, upstream=upstream.removeprefix("http://"), cache=workdir / "cache",
+        authorization=basic(user, password),
+    )  # fmt: skip
+    with _nginx(workdir, config):
+        url = f"http://127.0.0.1:{port}"
+        _wait(url + "/")
+        yield url
+
+
+@dataclasses.dataclass
+class DevpiMirrors:
+    url: str
+    user: str
+    password: str
+    made: int = 0
+
+    def new_mirror(self, mirror_url: str) -> str:
+        """A new, empty mirror index of `mirror_url`; returns its name (user/index)."""
+        self.made += 1
+        name = f"{self.user}/mirror{self.made}"
+        _devpi_call("PUT", f"{self.url}/{name}", {"type": "mirror", "mirror_url": mirror_url},
+                    (self.user, self.password))  # fmt: skip
+        return name
+
+
+def _devpi_call(
+    method: str, url: str, body: dict[str, object], auth: tuple[str, str] | None
+) -> None:
+    request = urllib.request.Request(
+        url, method=method, data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", "Accept": "application/json"},
+    )  # fmt: skip
+    if auth is not None:
+        request.add_header("Authorization", basic(*auth))
+    with urllib.request.urlopen(request, timeout=30):
+        pass
+
+
+@contextlib.contextmanager
+def devpi_mirror_server(workdir: Path) -> Iterator[DevpiMirrors]:
+    """devpi-server (online: it fetches what its mirrors lack), with a user who makes
+    mirror indexes."""
+    serverdir = workdir / "server"
+    bindir = Path(sys.executable).parent
+    subprocess.run([str(bindir / "devpi-init"), "--serverdir", str(serverdir)],
+                   check=True, capture_output=True)  # fmt: skip
+    port = free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
+    with (workdir / "devpi.log").open("wb") as log:
+        process = subprocess.Popen(
+            [str(bindir / "devpi-server"), "--serverdir", str(serverdir),
+             "--host", "127.0.0.1", "--port", str(port)],
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait(url + "/+api", timeout=60)
+        mirrors = DevpiMirrors(url, "bench", "bench-devpi-password")
+        _devpi_call("PUT", f"{url}/bench", {"password": mirrors.password}, None)
+        yield mirrors
+    finally:
+        process.terminate()
+        process.wait(timeout=15)

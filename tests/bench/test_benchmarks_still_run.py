@@ -46,6 +46,22 @@ def test_proxy_speed_benchmark_runs_every_workload_on_every_path():
             assert len(row.split()) >= 5 and "-" not in row.split()[-5:-2], row
 
 
+def test_cache_benchmark_runs_every_path_first_and_again():
+    """Each peer (direct, connectors, nginx with proxy_cache, devpi as a mirror) installs
+    through the delaying relay, cold and then warm; no time is judged here."""
+    require(shutil.which("nginx") is not None or Path("/usr/sbin/nginx").exists(),
+            "nginx is not installed (Debian package nginx-light)")  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.cache_speed", "--quick"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    figures = json.loads((ROOT / "bench" / "results" / "cache-quick.json").read_text())
+    for path in ("direct", "connectors", "nginx", "devpi"):
+        for kind in ("first", "repeat"):
+            assert figures["medians"][f"{path} {kind}"] > 0, (path, kind)
+
+
 def test_kube_auth_benchmark_runs_and_reports_both_costs():
     missing = testcluster.missing_reason()
     require(missing is None, missing or "")
