@@ -1,6 +1,6 @@
-"""The cache of files on its own: integrity, bounds, currency, one fill at a time, and what
-a restart finds. The proxy's use of it is proven end to end in
-tests/integration/test_file_cache.py."""
+"""The caches on their own: the cache of files (integrity, bounds, currency, one fill at a
+time, what a restart finds) and the page cache (bounds). The proxy's use of both is proven
+end to end in tests/integration/test_file_cache.py."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 
 from connectors.proxy import filecache
 from connectors.proxy.filecache import CacheSettings, FileCache, Naming
+from connectors.proxy.pages import Page, PageCache
 
 SCOPE = filecache.scope_of("ns", "c", "https://registry.example", "Basic eA==")
 KIB = 1024
@@ -160,3 +161,29 @@ def test_clearing_removes_every_file_and_the_survey_says_so(tmp_path: Path):
     assert filecache.survey(tmp_path).bytes == 3000
     assert filecache.clear(tmp_path) == 3
     assert filecache.survey(tmp_path).files == 0
+
+
+def _page(size: int) -> Page:
+    return Page(
+        digest=b"d", content_type="text/html", headers={}, body=b"x" * size,
+        validators={}, naming=Naming(0.0),
+    )  # fmt: skip
+
+
+def test_the_page_cache_keeps_the_recently_used_under_its_bound_and_no_giant():
+    pages = PageCache(max_bytes=100 * KIB)
+    keys = [
+        PageCache.key("link-map", f"https://r/simple/p{n}/", "http://proxy", "") for n in range(6)
+    ]
+    for key in keys:
+        pages.put(key, _page(20 * KIB))
+        pages.get(keys[0])  # the first stays in use
+    assert pages.get(keys[0]) is not None
+    assert pages.get(keys[1]) is None  # the oldest unused went first
+    assert pages.get(keys[-1]) is not None
+    giant = PageCache.key("link-map", "https://r/simple/giant/", "http://proxy", "")
+    pages.put(giant, _page(26 * KIB))  # over a quarter of the bound
+    assert pages.get(giant) is None
+    assert pages.get(keys[-1]) is not None  # and it evicted nothing
+    other_accept = PageCache.key("link-map", keys[-1][1], "http://proxy", "application/json")
+    assert pages.get(other_accept) is None  # each Accept has its own answer

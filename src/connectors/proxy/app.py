@@ -45,6 +45,8 @@ _REFUSED_METHODS = frozenset({"CONNECT", "TRACE", "TRACK"})
 _LABELLED_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE"})
 # The label of requests for connectors that do not exist.
 NO_CONNECTOR = "(none)"
+# Made once: json.dumps builds an encoder on every call that has options.
+_AUDIT_JSON = json.JSONEncoder(separators=(",", ":"))
 
 
 AudienceFor = Callable[[str, str], str]  # (namespace, name) -> the audience tokens must carry
@@ -163,7 +165,7 @@ def _record(request: web.Request, response: web.StreamResponse | None, duration:
     sent = int(request.get(forwarding.BODY_BYTES_SENT, 0))
     cached = request.get(cachedfiles.CACHE_RESULT, "")
     audit_log.info(
-        json.dumps(
+        _AUDIT_JSON.encode(
             {
                 "connector": found.name,
                 "namespace": found.namespace,
@@ -178,16 +180,13 @@ def _record(request: web.Request, response: web.StreamResponse | None, duration:
                 "bytes_out": sent,
                 "cache": cached,
                 "duration_ms": round(duration * 1000, 1),
-            },
-            separators=(",", ":"),
+            }
         )
     )
     metrics = request.app[METRICS]
     connector = f"{found.namespace}/{found.name}" if request.get(KNOWN) else NO_CONNECTOR
     method = request.method if request.method in _LABELLED_METHODS else "OTHER"
-    metrics.requests.labels(connector, method, str(status)).inc()
-    metrics.bytes.labels(connector).inc(sent)
-    metrics.latency.labels(connector).observe(duration)
+    metrics.answered(connector, method, status, sent, duration)
     if cached:
         metrics.cache_requests.labels(connector, cached).inc()
         if cached == "hit":
@@ -254,11 +253,11 @@ async def handle(request: web.Request) -> web.StreamResponse:
 async def _authorize(
     request: web.Request, config: ProxyConfig, found: routing.Route
 ) -> web.Response | None:
-    decisions = request.app[METRICS].auth
+    metrics = request.app[METRICS]
     connector = f"{found.namespace}/{found.name}"
     token = credentials.token_from_authorization(request.headers.get("Authorization"))
     if token is None:
-        decisions.labels(connector, "no_token").inc()
+        metrics.decided(connector, "no_token")
         return forwarding.error_response(
             401,
             "a token is required: send it as the Basic password or as a Bearer token",
@@ -274,15 +273,15 @@ async def _authorize(
             upload=request.method not in _SAFE_METHODS,
         )
     except TokenError as exc:
-        decisions.labels(connector, "unauthenticated").inc()
+        metrics.decided(connector, "unauthenticated")
         return forwarding.error_response(401, f"token refused: {exc}", challenge=True)
     except PermissionDenied as exc:
-        decisions.labels(connector, "forbidden").inc()
+        metrics.decided(connector, "forbidden")
         return forwarding.error_response(403, str(exc))
     except AuthUnavailable as exc:
-        decisions.labels(connector, "unavailable").inc()
+        metrics.decided(connector, "unavailable")
         return forwarding.error_response(503, f"cannot check the token now: {exc}")
-    decisions.labels(connector, "allowed").inc()
+    metrics.decided(connector, "allowed")
     return None
 
 

@@ -7,6 +7,7 @@ standalone) count separately.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -122,8 +123,36 @@ class ProxyMetrics:
             registry=self.registry,
         )
         self.registry.register(_CacheCollector(cache_counts))
+        # Labelled children by their labels: finding one through `labels()` costs more
+        # than counting, and every request counts several. Bounded as the labels are.
+        self._answered: dict[tuple[str, str, int], tuple[Any, Any, Any]] = {}
+        self._decisions: dict[tuple[str, str], Any] = {}
         self._stores = _StoreCollector()
         self.registry.register(self._stores)
+
+    def answered(
+        self, connector: str, method: str, status: int, sent: int, duration: float
+    ) -> None:
+        """One answered request: counted, its body bytes added, its duration observed."""
+        key = (connector, method, status)
+        children = self._answered.get(key)
+        if children is None:
+            children = self._answered[key] = (
+                self.requests.labels(connector, method, str(status)),
+                self.bytes.labels(connector),
+                self.latency.labels(connector),
+            )
+        count, body_bytes, latency = children
+        count.inc()
+        body_bytes.inc(sent)
+        latency.observe(duration)
+
+    def decided(self, connector: str, decision: str) -> None:
+        key = (connector, decision)
+        child = self._decisions.get(key)
+        if child is None:
+            child = self._decisions[key] = self.auth.labels(connector, decision)
+        child.inc()
 
     def watch_caches(self, pages: PageCache, files: FileCache | None) -> None:
         self._stores.pages, self._stores.files = pages, files

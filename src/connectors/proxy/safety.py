@@ -18,6 +18,7 @@ import unicodedata
 from urllib.parse import unquote
 
 _ENCODED_SEPARATOR = re.compile(r"%(2f|5c|00)", re.IGNORECASE)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _HOST = re.compile(r"[A-Za-z0-9.\-]{1,253}(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]{2,45}\](:[0-9]{1,5})?")
 
 
@@ -31,6 +32,8 @@ def unsafe_host_reason(host: str) -> str | None:
 def _is_dot_segment(segment: str) -> bool:
     """`.` or `..`, also as servlet containers read them: parameters after `;` dropped,
     spaces trimmed, compatibility characters (full-width dots) folded."""
+    if "." not in segment and segment.isascii():
+        return False  # NFKC leaves ASCII alone: no dot, no dot segment (the common case)
     plain = unicodedata.normalize("NFKC", segment.split(";", 1)[0]).strip()
     return plain in (".", "..")
 
@@ -49,6 +52,6 @@ def unsafe_target_reason(raw_target: str) -> str | None:
     decoded = unquote(path)
     if any(_is_dot_segment(segment) for segment in decoded.split("/")):
         return "dot segments (. and ..) are not accepted in the path"
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in decoded + unquote(query)):
+    if _CONTROL.search(decoded) or _CONTROL.search(unquote(query)):
         return "control characters are not accepted in the request target"
     return None
