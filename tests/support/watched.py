@@ -39,8 +39,14 @@ class Watched:
     access_log: Path
 
     def requests(self) -> list[Logged]:
+        """What nginx has logged, once its log has stopped growing: nginx writes a line
+        after its answer is sent, which can be after the proxy has passed that answer on."""
         if not self.access_log.exists():
             return []
+        size, deadline = -1, time.monotonic() + 2
+        while size != self.access_log.stat().st_size and time.monotonic() < deadline:
+            size = self.access_log.stat().st_size
+            time.sleep(0.05)
         lines = self.access_log.read_text().splitlines()
         return [Logged(m, p, int(s)) for m, p, s in (line.split(" ") for line in lines)]
 

@@ -22,6 +22,7 @@ RegistryDataError.
 
 from __future__ import annotations
 
+import collections
 import html
 import json
 import re
@@ -63,6 +64,8 @@ _BRACES = re.compile(rb"[{}]")
 # structure is not an index's, and hashes are simply not collected from it.
 _MAX_HASH_DEPTH = 16
 _MAX_GAP_BRACES = 64
+# Hashes kept from one JSON page, its last files': the proxy remembers no more per page.
+MAX_HASHED_LINKS = 10_000
 
 
 def media_type(content_type: str | None) -> str:
@@ -140,7 +143,7 @@ def _json_pieces(body: Page, page_url: str, map_url: UrlMapper) -> Iterator[Page
     """Every string token is read whole from its opening quote, so a key is only ever
     taken for a key: `"url"` inside another string cannot start a token. A first pass
     finds each file's sha256, which PEP 691 puts beside its URL, before or after it."""
-    hashes: dict[bytes, str] = {}
+    hashes: collections.OrderedDict[bytes, str] = collections.OrderedDict()
     yield from _json_file_hashes(body, hashes)
     emitted = 0
     position = 0
@@ -180,7 +183,7 @@ class _JsonObject:
         self.sha256: str | None = None
 
 
-def _json_file_hashes(body: Page, found: dict[bytes, str]) -> Iterator[Page]:
+def _json_file_hashes(body: Page, found: collections.OrderedDict[bytes, str]) -> Iterator[Page]:
     """Fill `found` with each file URL's raw JSON token and the sha256 in its object's
     `hashes`, yielding empty pieces between bounded steps. A URL named twice with two
     hashes gets none; structure no index has (deep nesting, runs of braces) ends the pass
@@ -219,7 +222,7 @@ def _structure(
     *,
     objects: list[_JsonObject],
     value_of: str | None,
-    found: dict[bytes, str],
+    found: collections.OrderedDict[bytes, str],
 ) -> bool:
     """Open and close the objects whose braces lie between two strings; False when the
     structure is not an index's."""
@@ -248,7 +251,7 @@ def _take_value(objects: list[_JsonObject], value_of: str | None, token: Page) -
             objects[-1].sha256 = digest.lower()
 
 
-def _close(objects: list[_JsonObject], found: dict[bytes, str]) -> None:
+def _close(objects: list[_JsonObject], found: collections.OrderedDict[bytes, str]) -> None:
     closed = objects.pop()
     if closed.opened_by == "hashes" and objects:
         objects[-1].sha256 = closed.sha256
@@ -256,6 +259,8 @@ def _close(objects: list[_JsonObject], found: dict[bytes, str]) -> None:
         known = found.setdefault(closed.url, closed.sha256)
         if known != closed.sha256:
             found[closed.url] = ""  # two hashes for one URL: trust neither
+        if len(found) > MAX_HASHED_LINKS:
+            found.popitem(last=False)  # the newest releases come last; keep those
 
 
 def _fragment_sha256(link: str) -> str | None:

@@ -1,160 +1,290 @@
 """Package files answered from the cache of files, or fetched once and kept there.
 
 The token has been checked before anything here runs. A request reaches this module only
-for a link an index page advertised a sha256 for (`links.SHA256_PREFIX`); `filecache` says
-when an entry may be served. On a miss the registry's answer streams to the client while
-it is written to the cache and hashed; the last piece is held back until the hash is
-known, so a file whose bytes do not match its advertised hash never reaches a client
-whole: a small one becomes a 502, a streamed one a connection closed before its end.
-Cached files answer `HEAD`, `Range` (one range; anything else gets the whole file) and
-`If-None-Match` on the content's own ETag.
+for a link an index page advertised a sha256 for (`links.SHA256_PREFIX`), and then every
+answer of the registry to a GET is checked against that hash: the registry is asked for
+the whole file (the client's `Range` and conditions stay at the proxy, which answers them
+from verified bytes or ignores them, as RFC 9110 allows), a status other than 200 among the
+2xx is refused, and the bytes are never taken for an index page.
+
+On a miss the registry's answer streams to the client while it is hashed (and, if the cache
+takes it, written); the last piece is held back until the hash is known, so a file whose
+bytes do not match never reaches a client whole: a small one becomes a 502, a streamed one
+a connection reset before its end. An entry that is no longer current is revalidated with
+the validators the registry gave for it (a 304 serves it from disk). Requests for an entry
+whose fetch is under way wait for it while it makes progress, then read the entry; `HEAD`
+never waits. Cached files answer `HEAD`, one `Range` (anything else gets the whole file),
+`If-Range` and `If-None-Match` against the content's own ETag.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import re
 from typing import BinaryIO
 
 import aiohttp
 from aiohttp import web
 
 from connectors.proxy import sending
-from connectors.proxy.filecache import FileCache, Fill, Key, Naming
+from connectors.proxy.filecache import FileCache, Fill, Key
 
 log = logging.getLogger(__name__)
 
-# Request headers that ask for less than the whole file, or only if it changed: a miss
-# with any of them is forwarded as it is, without filling the cache.
-PARTIAL_OR_CONDITIONAL = ("range", "if-range", "if-none-match", "if-modified-since")
-# The audit line's and the metrics' name for how a cacheable request was answered.
+# Request headers that ask for part of a file, or for it only if it changed: never sent
+# upstream for a file with a known hash, which is always fetched whole and checked.
+PARTIAL_OR_CONDITIONAL = frozenset(
+    {"range", "if-range", "if-none-match", "if-modified-since", "if-match", "if-unmodified-since"}
+)
+# The audit line's and the metrics' name for how a cacheable request was answered: hit
+# (from disk), revalidated (from disk after a 304), miss (fetched and kept), refetch
+# (fetched again for an entry that was not current), bypass (fetched, checked, not kept).
 CACHE_RESULT = "connectors.cache_result"
 # Body bytes of a cacheable file read from the registry, whether or not they were kept.
 CACHE_FETCHED_BYTES = "connectors.cache_fetched_bytes"
+# A wait for another request's fetch ends when that fetch has made no progress this long:
+# the waiter then fetches for itself, so a slow first client slows no one else for long.
+_STALL_SECONDS = 5.0
+_ZERO_SUFFIX = re.compile(r"bytes=-0+", re.IGNORECASE)
 
 
 async def from_cache(
     request: web.Request,
     files: FileCache,
     key: Key,
+    namespace: str,
     *,
     whole_body_bytes: int,
     chunk_bytes: int,
     idle_timeout_seconds: float,
 ) -> web.StreamResponse | None:
-    """The answer from the cache if the entry may be served; None if the registry must
-    be asked. Waits for a fill of the same entry under way rather than starting another."""
+    """The answer from the cache if the entry may be served now; None if the registry
+    must be asked. Waits for a fetch of the same entry under way rather than starting
+    another, and uses its result."""
+    confirmed = False
     while True:
-        size = files.lookup(key)
-        if size is not None and files.is_current(key) and await files.verified(key):
-            try:
-                file = files.path(key).open("rb")  # open before any await: eviction can wait
-            except FileNotFoundError:
-                files.forget(key)  # cleared by `connectors cache clear`
-                continue
-            with file:
-                request[CACHE_RESULT] = "hit"
-                return await _send_file(
-                    request,
-                    file,
-                    size,
-                    key[1],
-                    whole_body_bytes=whole_body_bytes,
-                    chunk_bytes=chunk_bytes,
-                    idle_timeout_seconds=idle_timeout_seconds,
-                )
-        ended = files.filling(key)
-        if ended is None:
+        entry = files.lookup(key)
+        if (
+            entry is not None
+            and (confirmed or files.is_current(namespace, key))
+            and await files.verified(key)
+        ):
+            served = await _serve(
+                request,
+                files,
+                key,
+                entry.size,
+                whole_body_bytes=whole_body_bytes,
+                chunk_bytes=chunk_bytes,
+                idle_timeout_seconds=idle_timeout_seconds,
+            )
+            if served is not None:
+                request.setdefault(CACHE_RESULT, "hit")
+                return served
+            continue  # gone from the disk meanwhile (cleared): forgotten, look again
+        fill = files.filling(key)
+        if fill is None or request.method == "HEAD":
             return None
-        await ended.wait()
+        if not await _waited(request, fill):
+            return None
+        confirmed = fill.confirmed
 
 
-def wants_fill(request: web.Request, upstream: aiohttp.ClientResponse) -> bool:
-    return (
-        request.method == "GET"
-        and upstream.status == 200
-        and not any(h in request.headers for h in PARTIAL_OR_CONDITIONAL)
-    )
+async def _waited(request: web.Request, fill: Fill) -> bool:
+    """Wait for another request's fetch to end; False if it stalls first."""
+    seen, since = fill.size, asyncio.get_running_loop().time()
+    while True:
+        try:
+            await asyncio.wait_for(fill.ended.wait(), timeout=1.0)
+        except TimeoutError:
+            if request.transport is None or request.transport.is_closing():
+                raise ConnectionResetError("the client left while waiting") from None
+            now = asyncio.get_running_loop().time()
+            if fill.size != seen:
+                seen, since = fill.size, now
+            elif now - since >= _STALL_SECONDS:
+                return False
+        else:
+            return True
 
 
-async def filled(
+def upstream_headers(headers: dict[str, str], files: FileCache, key: Key) -> dict[str, str]:
+    """The request headers for fetching a file with a known hash: whole, and conditional
+    only on the validators of a cached entry."""
+    plain = {k: v for k, v in headers.items() if k.lower() not in PARTIAL_OR_CONDITIONAL}
+    entry = files.lookup(key)
+    if entry is not None:
+        plain.update(entry.validators)
+    return plain
+
+
+def flight(files: FileCache, key: Key) -> Fill:
+    """This request's fetch of `key`: registered, so that others wait for it, unless one
+    is under way already (this request gave up waiting on it), then only a check."""
+    return files.start_flight(key) or Fill(files, key)
+
+
+async def relayed(
     request: web.Request,
     upstream: aiohttp.ClientResponse,
     headers: dict[str, str],
-    files: FileCache,
-    key: Key,
+    fill: Fill,
+    *,
+    whole_body_bytes: int,
+    chunk_bytes: int,
+    idle_timeout_seconds: float,
+) -> web.StreamResponse | None:
+    """The answer to a GET for a file with a known hash, checked; None for an answer that
+    is not the file (an error or a redirect), to be relayed as it is."""
+    files, key = fill.cache, fill.key
+    if upstream.status == 304 and files.lookup(key) is not None:
+        fill.revalidated()  # requests waiting on this key may now read the entry
+        if await files.verified(key):
+            request[CACHE_RESULT] = "revalidated"
+            entry = files.lookup(key)
+            served = await _serve(
+                request,
+                files,
+                key,
+                entry.size if entry is not None else 0,
+                whole_body_bytes=whole_body_bytes,
+                chunk_bytes=chunk_bytes,
+                idle_timeout_seconds=idle_timeout_seconds,
+            )
+            if served is not None:
+                return served
+        request[sending.UPSTREAM_ERROR] = "malformed"
+        return sending.error_response(
+            502, "the registry said a file is unchanged that the proxy no longer holds"
+        )
+    if not 200 <= upstream.status < 300:
+        return None
+    if upstream.status != 200:
+        request[sending.UPSTREAM_ERROR] = "malformed"
+        return sending.error_response(
+            502, f"the registry answered HTTP {upstream.status} for a whole file"
+        )
+    had_entry = files.lookup(key) is not None
+    fill.begin(upstream.content_length, _validators(upstream))
+    request[CACHE_RESULT] = "miss" if fill.keeps else "refetch" if had_entry else "bypass"
+    try:
+        return await _checked(
+            request,
+            upstream,
+            headers,
+            fill,
+            whole_body_bytes=whole_body_bytes,
+            chunk_bytes=chunk_bytes,
+            idle_timeout_seconds=idle_timeout_seconds,
+        )
+    finally:
+        request[CACHE_FETCHED_BYTES] = fill.size
+
+
+def _validators(upstream: aiohttp.ClientResponse) -> dict[str, str]:
+    found: dict[str, str] = {}
+    if etag := upstream.headers.get("ETag"):
+        found["If-None-Match"] = etag
+    if modified := upstream.headers.get("Last-Modified"):
+        found["If-Modified-Since"] = modified
+    return found
+
+
+async def _checked(
+    request: web.Request,
+    upstream: aiohttp.ClientResponse,
+    headers: dict[str, str],
+    fill: Fill,
     *,
     whole_body_bytes: int,
     chunk_bytes: int,
     idle_timeout_seconds: float,
 ) -> web.StreamResponse:
-    """Relay the registry's 200 for a file whose sha256 is known, keeping it if it is new.
-    An entry that exists but was not current is only checked against its hash."""
-    fill = None if files.lookup(key) is not None else files.start_fill(key, upstream.content_length)
-    check = fill or Fill.checker(key)
-    request[CACHE_RESULT] = "miss" if fill is not None else "refetch"
-    try:
-        length = upstream.content_length
-        if length is not None and length <= whole_body_bytes:
-            try:
-                body = await upstream.read()
-            except aiohttp.ClientPayloadError:
-                request[sending.UPSTREAM_ERROR] = "truncated"
-                return sending.error_response(
-                    502, "the registry's answer ended before its declared length"
-                )
-            check.write(body)
-            if not _ended_well(request, check, key):
-                return sending.error_response(
-                    502, "the registry sent a file whose sha256 is not the one its index advertised"
-                )
-            files.named(key[0], (key[1],), Naming(files.now()))
-            whole = web.Response(status=200, body=body, headers=headers)
-            return await sending.send_whole(request, whole, len(body), idle_timeout_seconds)
-        response = web.StreamResponse(status=200, headers=headers)
-        if length is not None:
-            response.content_length = length
-        await response.prepare(request)
-        held = b""
-        chunks = upstream.content.iter_chunked(chunk_bytes)
-        while True:
-            try:
-                chunk = await anext(chunks)
-            except StopAsyncIteration:
-                break
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                request[sending.UPSTREAM_ERROR] = "truncated"
-                log.warning("upstream body ended early (%s)", exc.__class__.__name__)
-                sending.drop_client(request, "was being sent a body the registry cut short")
-                return response
-            check.write(chunk)
-            if held:
-                await sending.write(request, response, held, idle_timeout_seconds)
-            held = chunk
-        if not _ended_well(request, check, key):
-            sending.drop_client(request, "was being sent a file that failed its sha256 check")
+    length = upstream.content_length
+    if length is not None and length <= whole_body_bytes:
+        try:
+            body = await upstream.read()
+        except aiohttp.ClientPayloadError:
+            request[sending.UPSTREAM_ERROR] = "truncated"
+            return sending.error_response(
+                502, "the registry's answer ended before its declared length"
+            )
+        fill.write(body)
+        if not _ended_well(request, fill):
+            return sending.error_response(
+                502, "the registry sent a file whose sha256 is not the one its index advertised"
+            )
+        whole = web.Response(status=200, body=body, headers=headers)
+        return await sending.send_whole(request, whole, len(body), idle_timeout_seconds)
+    response = web.StreamResponse(status=200, headers=headers)
+    if length is not None:
+        response.content_length = length
+    await response.prepare(request)
+    held = b""
+    chunks = upstream.content.iter_chunked(chunk_bytes)
+    while True:
+        try:
+            chunk = await anext(chunks)
+        except StopAsyncIteration:
+            break
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            request[sending.UPSTREAM_ERROR] = "truncated"
+            log.warning("upstream body ended early (%s)", exc.__class__.__name__)
+            sending.drop_client(request, "was being sent a body the registry cut short")
             return response
-        files.named(key[0], (key[1],), Naming(files.now()))
+        fill.write(chunk)
         if held:
             await sending.write(request, response, held, idle_timeout_seconds)
-        await response.write_eof()
+        held = chunk
+    if not _ended_well(request, fill):
+        sending.drop_client(request, "was being sent a file that failed its sha256 check")
         return response
-    finally:
-        request[CACHE_FETCHED_BYTES] = check.size
-        if fill is not None and not fill.ended:
-            fill.abandon()
+    if held:
+        await sending.write(request, response, held, idle_timeout_seconds)
+    await response.write_eof()
+    return response
 
 
-def _ended_well(request: web.Request, check: Fill, key: Key) -> bool:
-    """Commit the fill if its bytes hash to the key; note the failure if not."""
-    if check.commit():
+def _ended_well(request: web.Request, fill: Fill) -> bool:
+    """Finish the fetch; note and log a mismatch."""
+    if fill.finish():
         return True
     request[sending.UPSTREAM_ERROR] = "mismatch"
     log.warning(
         "the registry sent a file whose sha256 (%s) is not %s, the one its index advertised",
-        check.digest(),
-        key[1],
+        fill.digest(),
+        fill.key[1],
     )
     return False
+
+
+async def _serve(
+    request: web.Request,
+    files: FileCache,
+    key: Key,
+    size: int,
+    *,
+    whole_body_bytes: int,
+    chunk_bytes: int,
+    idle_timeout_seconds: float,
+) -> web.StreamResponse | None:
+    """The cached file as the request asks for it; None if it has gone from the disk."""
+    try:
+        file = files.path(key).open("rb")  # opened before any await: eviction can wait
+    except FileNotFoundError:
+        files.forget(key)  # cleared by `connectors cache clear`
+        return None
+    with file:
+        return await _send_file(
+            request,
+            file,
+            size,
+            key[1],
+            whole_body_bytes=whole_body_bytes,
+            chunk_bytes=chunk_bytes,
+            idle_timeout_seconds=idle_timeout_seconds,
+        )
 
 
 async def _send_file(
@@ -169,7 +299,7 @@ async def _send_file(
 ) -> web.StreamResponse:
     etag = f'"sha256-{sha256}"'
     headers = {"Content-Type": "application/octet-stream", "ETag": etag, "Accept-Ranges": "bytes"}
-    if etag in request.headers.get("If-None-Match", ""):
+    if _none_match(request.headers.get("If-None-Match"), etag):
         return web.Response(status=304, headers=headers)
     wanted = _wanted_range(request, size, etag)
     if wanted is None:
@@ -202,6 +332,14 @@ async def _send_file(
     return streamed
 
 
+def _none_match(header: str | None, etag: str) -> bool:
+    """Whether `If-None-Match` names this entity (weak comparison, RFC 9110 13.1.2)."""
+    if header is None:
+        return False
+    tags = [t.strip().removeprefix("W/") for t in header.split(",")]
+    return "*" in tags or etag in tags
+
+
 def _wanted_range(request: web.Request, size: int, etag: str) -> tuple[int, int] | None:
     """(start, stop) of the bytes to send; None if the range cannot be satisfied."""
     if_range = request.headers.get("If-Range")
@@ -211,6 +349,8 @@ def _wanted_range(request: web.Request, size: int, etag: str) -> tuple[int, int]
         wanted = request.http_range
     except ValueError:
         return 0, size  # a form this server does not take: the whole file, as RFC 9110 allows
+    if _ZERO_SUFFIX.fullmatch(request.headers["Range"].strip()):
+        return None  # the last zero bytes: nothing to satisfy (RFC 9110 14.1.2)
     start = wanted.start or 0
     if start < 0:
         start = max(0, size + start)

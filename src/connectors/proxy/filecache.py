@@ -13,14 +13,16 @@ What makes a cached file safe to serve:
   fsync on every fill would cost more than hashing on first use).
 - **Currency.** An entry is served without asking the registry only while an index page of
   the same connector that names its hash was confirmed by the registry (fetched, or
-  revalidated) within `fresh_seconds`. Otherwise the proxy fetches the file again: a file
-  the registry no longer lists is not served from here, and a replica that did not serve
-  the page does not guess. `Naming` records which page named what, so confirming a page
-  again costs nothing per link.
-
-Least recently used entries go first once the total would pass `max_bytes`; a file larger
-than a quarter of it is never cached, so one file cannot empty the cache. Concurrent
-misses for one entry cause one fill: the others wait for it and then read the entry.
+  revalidated) within `fresh_seconds`; a page that changes or disappears retires what it
+  named at once. Otherwise the registry is asked about the file itself (conditionally, with
+  the validators it gave when the file was fetched), once for all requests waiting on it.
+- **Bounds.** Committed files take at most three quarters of `max_bytes`, least recently
+  used first out, and only a verified fill evicts anything; files being filled reserve
+  their size from the last quarter, so the disk never holds more than `max_bytes` and a
+  fill with a wrong hash costs nobody their entries. A file larger than that quarter is
+  never kept. The hashes pages named are remembered per namespace (`_MAX_NAMED_PER_NAMESPACE`,
+  and in all `_MAX_NAMED`, the largest namespace giving way first), so one tenant's pages
+  cannot make everyone else's files stale.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import contextlib
 import dataclasses
 import hashlib
 import logging
+import math
 import os
 import re
 import secrets
@@ -38,6 +41,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +49,14 @@ _LAYOUT = "v1"  # a directory per layout version: a later one never misreads thi
 _TEMPORARY = "filling"
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _SCOPE_HEX = re.compile(r"[0-9a-f]{32}")
-# How many hashes the proxy remembers as named by a page, across connectors (about 200
-# bytes each), and by one page (its last links: registries list the newest releases last);
-# past either the oldest are forgotten, and their files are fetched again.
-_MAX_NAMED = 100_000
+# How many hashes the proxy remembers as named by pages (about 200 bytes each): in all, per
+# namespace, and per page (its last links: registries list the newest releases last). Past
+# these the oldest are forgotten, and their files are revalidated with the registry.
+_MAX_NAMED = 200_000
+_MAX_NAMED_PER_NAMESPACE = 50_000
+_NAMED_TRIM = 1_000  # names dropped at once from the largest namespace when all are full
 MAX_NAMED_PER_PAGE = 10_000
+_MAX_PAGES = 50_000  # pages whose naming is remembered
 
 Key = tuple[str, str]  # (scope, sha256 hex)
 
@@ -82,11 +89,9 @@ class Naming:
     def confirm(self, now: float) -> None:
         self.confirmed_at = now
 
-
-@dataclasses.dataclass
-class _Entry:
-    size: int
-    verified: bool  # hashed since this process started (or filled by it)
+    def retire(self) -> None:
+        """The page changed or went: nothing it named is current any more."""
+        self.confirmed_at = -math.inf
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,66 +102,104 @@ class CacheFigures:
 
 
 class Fill:
-    """One file hashed as it streams to the first client and, unless only checked,
-    written into the cache under a temporary name."""
+    """One request's fetch of a file, hashed as it streams to the first client and, when
+    `keeps`, written into the cache under a temporary name. Requests for the same entry
+    wait for it (`ended`) instead of fetching again."""
 
-    def __init__(self, cache: FileCache | None, key: Key, path: Path | None) -> None:
+    def __init__(self, cache: FileCache, key: Key) -> None:
         self.cache = cache
         self.key = key
-        self.path = path
+        self.path: Path | None = None
+        self.reserved = 0  # bytes of the fill reserve held for it
         self.size = 0
-        self.failed = False  # the disk refused: the bytes are still checked, not kept
-        self.ended = False
+        self.ended = asyncio.Event()
+        self.confirmed = False  # the registry confirmed the entry's bytes: waiters may use it
+        self.validators: dict[str, str] = {}  # the registry's, for revalidating the entry
         self._hash = hashlib.sha256()
-        self._file = path.open("wb") if path is not None else None
+        self._file: BinaryIO | None = None
 
-    @classmethod
-    def checker(cls, key: Key) -> Fill:
-        """Hashes only: for a file already cached, or one the cache will not take."""
-        return cls(None, key, None)
+    def begin(self, expected_size: int | None, validators: dict[str, str]) -> None:
+        """The registry is sending the file: keep it too if the cache will take it."""
+        self.validators = validators
+        path = self.cache._open_fill(self, expected_size)
+        if path is not None:
+            try:
+                self._file = path.open("wb")
+                self.path = path
+            except OSError as exc:
+                log.warning("not caching a file: %s", exc)
+                self._discard()
+
+    @property
+    def keeps(self) -> bool:
+        return self._file is not None
 
     def write(self, chunk: bytes | bytearray | memoryview) -> None:
-        """Never raises: a full or failing disk only means this file is not cached."""
+        """Never raises: a full or failing disk only means this file is not kept."""
         self.size += len(chunk)
         self._hash.update(chunk)
-        if self._file is None or self.failed:
+        if self._file is None:
             return
         try:
-            if self.cache is not None and self.size > self.cache.max_file_bytes:
-                raise OSError("larger than a cached file may be")
+            if self.size > self.reserved and not self.cache._reserve(self, self.size):
+                raise OSError("no room in the cache's reserve for files being filled")
             self._file.write(chunk)
         except OSError as exc:
             log.warning("not caching a file: %s", exc)
-            self.failed = True
+            self._discard()
 
     def digest(self) -> str:
         return self._hash.hexdigest()
 
-    def commit(self) -> bool:
-        """Whether the bytes hash to the key; if they do, and the disk took them, they
-        become an entry."""
+    def finish(self) -> bool:
+        """End the fetch: whether the bytes hash to the key. If they do and the file is
+        kept, it becomes an entry, and waiters are told they may use it."""
         matches = self.digest() == self.key[1]
-        if not matches or self.failed or self._file is None or self.cache is None:
-            self.abandon()
-            return matches
-        try:
-            self._file.close()
-            self.cache._commit(self)
-        except OSError as exc:
-            log.warning("not caching a file: %s", exc)
-            self.abandon()
-        self.ended = True
-        return True
+        if matches and self._file is not None:
+            try:
+                self._file.close()
+                self.cache._commit(self)
+            except OSError as exc:
+                log.warning("not caching a file: %s", exc)
+        self._discard()  # whatever was not committed
+        entry = self.cache.lookup(self.key)
+        if matches and entry is not None:
+            self.confirmed = True
+            entry.validators = self.validators or entry.validators
+        self._end()
+        return matches
+
+    def revalidated(self) -> None:
+        """The registry said the cached entry is still its file (304)."""
+        self.confirmed = True
+        self._end()
 
     def abandon(self) -> None:
-        self.ended = True
-        if self._file is None or self.path is None or self.cache is None:
-            return
-        with contextlib.suppress(OSError):
-            self._file.close()
-        with contextlib.suppress(OSError):
-            self.path.unlink()
-        self.cache._ended(self.key)
+        self._discard()
+        self._end()
+
+    def _discard(self) -> None:
+        self.cache._release(self)
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self._file.close()
+            self._file = None
+        if self.path is not None:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+            self.path = None
+
+    def _end(self) -> None:
+        if not self.ended.is_set():
+            self.cache._ended(self)
+            self.ended.set()
+
+
+@dataclasses.dataclass
+class _Entry:
+    size: int
+    verified: bool  # hashed since this process started (or filled by it)
+    validators: dict[str, str]  # request headers that revalidate it with the registry
 
 
 class FileCache:
@@ -166,16 +209,21 @@ class FileCache:
         assert settings.directory is not None
         self.root = settings.directory / _LAYOUT
         self.max_bytes = settings.max_bytes
-        self.max_file_bytes = settings.max_bytes // 4
+        self.fill_reserve = settings.max_bytes // 4
+        self.max_file_bytes = self.fill_reserve
+        self.committed_limit = settings.max_bytes - self.fill_reserve
         self.fresh_seconds = settings.fresh_seconds
         self._now = clock
         self._entries: OrderedDict[Key, _Entry] = OrderedDict()
         self._bytes = 0
-        self._filling: dict[Key, asyncio.Event] = {}
-        # Keyed by the scope's and the hash's bytes, made in one burst when a page is
-        # rewritten: compact, and never interleaved with the rewrite's passing objects,
-        # which a hostile page makes by the hundred thousand.
-        self._named: OrderedDict[bytes, Naming] = OrderedDict()
+        self._reserved = 0
+        self._fills: dict[Key, Fill] = {}
+        # Per namespace, by the scope's and the hash's bytes: compact, and made in one
+        # burst when a page is rewritten, never interleaved with the rewrite's passing
+        # objects, which a hostile page makes by the hundred thousand.
+        self._named: dict[str, OrderedDict[bytes, Naming]] = {}
+        self._named_count = 0
+        self._pages: OrderedDict[tuple[str, str], Naming] = OrderedDict()
         self._open()
 
     # --- the disk -------------------------------------------------------------------------
@@ -198,7 +246,7 @@ class FileCache:
                 stat = blob.stat()
                 found.append((stat.st_mtime, (scope_dir.name, blob.name), stat.st_size))
         for _, key, size in sorted(found):
-            self._entries[key] = _Entry(size, verified=False)
+            self._entries[key] = _Entry(size, verified=False, validators={})
             self._bytes += size
         self._make_room(0)
 
@@ -206,17 +254,16 @@ class FileCache:
         return self.root / key[0] / key[1]
 
     def figures(self) -> CacheFigures:
-        return CacheFigures(self._bytes, len(self._entries), self.max_bytes)
+        return CacheFigures(self._bytes + self._reserved, len(self._entries), self.max_bytes)
 
     # --- reading --------------------------------------------------------------------------
 
-    def lookup(self, key: Key) -> int | None:
-        """The size of a committed entry, marking it used; None if there is none."""
+    def lookup(self, key: Key) -> _Entry | None:
+        """A committed entry, marked used; None if there is none."""
         entry = self._entries.get(key)
-        if entry is None:
-            return None
-        self._entries.move_to_end(key)
-        return entry.size
+        if entry is not None:
+            self._entries.move_to_end(key)
+        return entry
 
     async def verified(self, key: Key) -> bool:
         """Whether the entry's bytes still hash to its key; an entry that does not (or has
@@ -246,19 +293,51 @@ class FileCache:
 
     # --- currency -------------------------------------------------------------------------
 
-    def named(self, scope: str, hashes: Iterable[str], naming: Naming) -> None:
+    def page_naming(self, scope: str, page_url: str, *, changed: bool) -> Naming:
+        """The naming of one registry page, confirmed now. A page whose content `changed`
+        retires what its previous version named and starts a new naming."""
+        key = (scope, page_url)
+        naming = self._pages.get(key)
+        if naming is not None and changed:
+            naming.retire()
+            naming = None
+        if naming is None:
+            naming = self._pages[key] = Naming(self._now())
+        else:
+            naming.confirm(self._now())
+        self._pages.move_to_end(key)
+        while len(self._pages) > _MAX_PAGES:
+            self._pages.popitem(last=False)[1].retire()
+        return naming
+
+    def page_gone(self, scope: str, page_url: str) -> None:
+        """The registry no longer has this page: nothing it named is current."""
+        naming = self._pages.pop((scope, page_url), None)
+        if naming is not None:
+            naming.retire()
+
+    def named(self, namespace: str, scope: str, hashes: Iterable[str], naming: Naming) -> None:
         """Record that a page, confirmed as `naming` says, names these hashes (only the
         last MAX_NAMED_PER_PAGE count)."""
         prefix = bytes.fromhex(scope)
+        mine = self._named.setdefault(namespace, OrderedDict())
         for sha256 in list(hashes)[-MAX_NAMED_PER_PAGE:]:
             key = prefix + bytes.fromhex(sha256)
-            self._named[key] = naming
-            self._named.move_to_end(key)
-        while len(self._named) > _MAX_NAMED:
-            self._named.popitem(last=False)
+            if mine.setdefault(key, naming) is not naming:
+                mine[key] = naming
+            else:
+                self._named_count += 1
+            mine.move_to_end(key)
+        self._named_count -= _trim(mine, _MAX_NAMED_PER_NAMESPACE)
+        while self._named_count > _MAX_NAMED:
+            largest = max(self._named.values(), key=len)
+            self._named_count -= _trim(largest, len(largest) - _NAMED_TRIM)
 
-    def is_current(self, key: Key) -> bool:
-        naming = self._named.get(bytes.fromhex(key[0]) + bytes.fromhex(key[1]))
+    def is_current(self, namespace: str, key: Key) -> bool:
+        mine = self._named.get(namespace)
+        if mine is None:
+            return False
+        naming = mine.get(bytes.fromhex(key[0]) + bytes.fromhex(key[1]))
         return naming is not None and self._now() - naming.confirmed_at <= self.fresh_seconds
 
     def now(self) -> float:
@@ -266,50 +345,77 @@ class FileCache:
 
     # --- filling --------------------------------------------------------------------------
 
-    def filling(self, key: Key) -> asyncio.Event | None:
-        """The event set when the fill under way for `key` ends, or None."""
-        return self._filling.get(key)
+    def filling(self, key: Key) -> Fill | None:
+        """The fetch under way for `key`, if any."""
+        return self._fills.get(key)
 
-    def start_fill(self, key: Key, expected_size: int | None) -> Fill | None:
-        """A fill for `key`, or None if the file will not be cached (too large, no room
-        the cache can make, a fill already under way, or a disk that refuses)."""
-        if key in self._filling or key in self._entries:
+    def start_flight(self, key: Key) -> Fill | None:
+        """Register this request's fetch of `key`, before it is sent, so that requests for
+        the same entry wait for it; None if another is under way."""
+        if key in self._fills:
             return None
-        if expected_size is not None and (
-            expected_size > self.max_file_bytes or not self._make_room(expected_size)
+        fill = self._fills[key] = Fill(self, key)
+        return fill
+
+    def _open_fill(self, fill: Fill, expected_size: int | None) -> Path | None:
+        """A temporary file for `fill` if the cache will keep it: no entry yet, and its
+        expected size fits the fill reserve (an unknown size reserves as it grows)."""
+        reserve = expected_size or 0
+        if (
+            self._fills.get(fill.key) is not fill  # a check beside another request's fill
+            or fill.key in self._entries
+            or reserve > self.max_file_bytes
+            or self._reserved + reserve > self.fill_reserve
         ):
             return None
-        path = self.root / _TEMPORARY / secrets.token_hex(8)
-        try:
-            fill = Fill(self, key, path)
-        except OSError as exc:
-            log.warning("not caching a file: %s", exc)
-            return None
-        self._filling[key] = asyncio.Event()
-        return fill
+        self._reserved += reserve
+        fill.reserved = reserve
+        return self.root / _TEMPORARY / secrets.token_hex(8)
+
+    def _reserve(self, fill: Fill, size: int) -> bool:
+        more = size - fill.reserved
+        if size > self.max_file_bytes or self._reserved + more > self.fill_reserve:
+            return False
+        self._reserved += more
+        fill.reserved = size
+        return True
 
     def _commit(self, fill: Fill) -> None:
         assert fill.path is not None
-        if not self._make_room(fill.size):
+        self._make_room(fill.size)
+        if self._bytes + fill.size > self.committed_limit:
             raise OSError("no room left in the cache")
         final = self.path(fill.key)
         final.parent.mkdir(exist_ok=True)
         os.replace(fill.path, final)
-        self._entries[fill.key] = _Entry(fill.size, verified=True)
+        fill.path = None
+        self._release(fill)
+        self._entries[fill.key] = _Entry(fill.size, verified=True, validators=fill.validators)
         self._bytes += fill.size
-        self._ended(fill.key)
 
-    def _ended(self, key: Key) -> None:
-        event = self._filling.pop(key, None)
-        if event is not None:
-            event.set()
+    def _release(self, fill: Fill) -> None:
+        self._reserved -= fill.reserved
+        fill.reserved = 0
 
-    def _make_room(self, size: int) -> bool:
+    def _ended(self, fill: Fill) -> None:
+        self._release(fill)
+        if self._fills.get(fill.key) is fill:
+            del self._fills[fill.key]
+
+    def _make_room(self, size: int) -> None:
         """Evict least recently used entries until `size` more bytes fit."""
-        while self._entries and self._bytes + size > self.max_bytes:
+        while self._entries and self._bytes + size > self.committed_limit:
             key, _ = next(iter(self._entries.items()))
             self.forget(key)
-        return self._bytes + size <= self.max_bytes
+
+
+def _trim(named: OrderedDict[bytes, Naming], keep: int) -> int:
+    """Drop the oldest names past `keep`; how many went."""
+    dropped = 0
+    while len(named) > max(keep, 0):
+        named.popitem(last=False)
+        dropped += 1
+    return dropped
 
 
 def _sha256_of(path: Path) -> str:

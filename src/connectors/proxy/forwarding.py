@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 
 import aiohttp
@@ -24,7 +25,7 @@ from aiohttp import web
 from connectors.api.errors import Overloaded, RegistryDataError
 from connectors.proxy import cachedfiles, pages, sending, splice
 from connectors.proxy.fairness import ByteBudget, FairnessSettings, Shares
-from connectors.proxy.filecache import CacheSettings, FileCache
+from connectors.proxy.filecache import CacheSettings, FileCache, Fill
 from connectors.proxy.links import Upstream
 from connectors.proxy.pages import Key as PageKey
 from connectors.proxy.pages import Page, PageCache
@@ -220,32 +221,39 @@ async def forward(
     settings: ForwardSettings,
 ) -> web.StreamResponse:
     connector = target.connector
+    exchange = functools.partial(
+        _exchange,
+        request,
+        target=target,
+        destination=destination,
+        client_base=client_base,
+        resources=resources,
+        settings=settings,
+    )
+    files = resources.files
     try:
         async with resources.shares.request_slot(connector.namespace, connector.name):
-            files = resources.files
-            if (
-                files is not None
-                and destination.sha256 is not None
-                and request.method in ("GET", "HEAD")
-            ):
-                cached = await cachedfiles.from_cache(
-                    request,
-                    files,
-                    (target.cache_scope, destination.sha256),
-                    whole_body_bytes=settings.whole_body_bytes,
-                    chunk_bytes=settings.chunk_bytes,
-                    idle_timeout_seconds=settings.idle_timeout_seconds,
-                )
-                if cached is not None:
-                    return cached
-            return await _exchange(
+            if files is None or destination.sha256 is None or request.method not in ("GET", "HEAD"):
+                return await exchange()
+            key = (target.cache_scope, destination.sha256)
+            cached = await cachedfiles.from_cache(
                 request,
-                target=target,
-                destination=destination,
-                client_base=client_base,
-                resources=resources,
-                settings=settings,
+                files,
+                key,
+                connector.namespace,
+                whole_body_bytes=settings.whole_body_bytes,
+                chunk_bytes=settings.chunk_bytes,
+                idle_timeout_seconds=settings.idle_timeout_seconds,
             )
+            if cached is not None:
+                return cached
+            if request.method == "HEAD":
+                return await exchange()
+            fill = cachedfiles.flight(files, key)
+            try:
+                return await exchange(fill=fill)
+            finally:
+                fill.abandon()  # nothing if it ended well
     except tuple(kind for kind, _ in _FAILURES) as exc:
         return _failure_response(request, exc, target, destination, settings)
 
@@ -270,7 +278,10 @@ async def _exchange(
     client_base: str,
     resources: Resources,
     settings: ForwardSettings,
+    fill: Fill | None = None,
 ) -> web.StreamResponse:
+    """One request to the registry and its answer relayed. With `fill`, the destination is
+    a file with a known hash: fetched whole and checked (`cachedfiles`)."""
     timeout = aiohttp.ClientTimeout(
         total=None,
         connect=settings.connect_timeout_seconds,
@@ -279,19 +290,52 @@ async def _exchange(
     )
     body = request.content if request.body_exists else None
     page_key, known = _known_page(request, target, destination, client_base, resources.pages)
+    headers = _request_headers(request, target, destination, known if fill is None else None)
+    if fill is not None:
+        headers = cachedfiles.upstream_headers(headers, fill.cache, fill.key)
     # An upload's headers come only after the client's whole body: the silence timeout
     # bounds the wait after it, as the first-byte timeout does for everything else.
     async with asyncio.timeout(settings.first_byte_timeout_seconds if body is None else None):
         upstream = await resources.session.request(
             request.method,
             yarl.URL(destination.url, encoded=True),
-            headers=_request_headers(request, target, destination, known),
+            headers=headers,
             data=body,
             allow_redirects=False,
             timeout=timeout,
             ssl=target.tls if destination.url.startswith("https:") else True,
         )
     try:
+        if upstream.status == 401 and destination.credentialed:
+            request[UPSTREAM_ERROR] = "refused"
+            where = f"{target.connector.namespace}/{target.connector.name}"
+            return error_response(
+                502,
+                f"the registry of connector {where} refused the connector's "
+                "credentials; its AuthReady condition says more",
+            )
+        if not 200 <= upstream.status <= 599:
+            raise RegistryDataError(f"an answer with HTTP status {upstream.status}")
+        if fill is not None:
+            checked = await cachedfiles.relayed(
+                request,
+                upstream,
+                _response_headers(upstream, target, client_base),
+                fill,
+                whole_body_bytes=settings.whole_body_bytes,
+                chunk_bytes=settings.chunk_bytes,
+                idle_timeout_seconds=settings.idle_timeout_seconds,
+            )
+            if checked is not None:
+                return checked
+            return await _passed_on(
+                request,
+                upstream,
+                target=target,
+                client_base=client_base,
+                resources=resources,
+                settings=settings,
+            )
         page_context = pages.PageContext(
             target=target,
             client_base=client_base,
@@ -305,13 +349,22 @@ async def _exchange(
             large_page_bytes=settings.large_page_bytes,
             idle_timeout_seconds=settings.idle_timeout_seconds,
         )
-        return await _relay(
+        if upstream.status == 304 and known is not None:
+            return await pages.send_known(request, known, page_context)
+        headers = _response_headers(upstream, target, client_base)
+        if (
+            request.method == "GET"
+            and upstream.status == 200
+            and target.protocol.is_rewritable(upstream.content_type)
+        ):
+            return await pages.rewritten(request, upstream, headers, page_context)
+        if request.method == "GET" and upstream.status in (404, 410) and resources.files:
+            resources.files.page_gone(target.cache_scope, destination.url)
+        return await _passed_on(
             request,
             upstream,
             target=target,
-            destination=destination,
             client_base=client_base,
-            page_context=page_context,
             resources=resources,
             settings=settings,
         )
@@ -319,52 +372,17 @@ async def _exchange(
         upstream.release()
 
 
-async def _relay(
+async def _passed_on(
     request: web.Request,
     upstream: aiohttp.ClientResponse,
     *,
     target: Target,
-    destination: Upstream,
     client_base: str,
-    page_context: pages.PageContext,
     resources: Resources,
     settings: ForwardSettings,
 ) -> web.StreamResponse:
-    if upstream.status == 401 and destination.credentialed:
-        request[UPSTREAM_ERROR] = "refused"
-        where = f"{target.connector.namespace}/{target.connector.name}"
-        return error_response(
-            502,
-            f"the registry of connector {where} refused the connector's "
-            "credentials; its AuthReady condition says more",
-        )
-    if not 200 <= upstream.status <= 599:
-        raise RegistryDataError(f"an answer with HTTP status {upstream.status}")
-    if upstream.status == 304 and page_context.known is not None:
-        return await pages.send_known(request, page_context.known, page_context)
+    """The registry's answer as it is: small bodies whole, others streamed or spliced."""
     headers = _response_headers(upstream, target, client_base)
-    if (
-        request.method == "GET"
-        and upstream.status == 200
-        and target.protocol.is_rewritable(upstream.content_type)
-    ):
-        return await pages.rewritten(request, upstream, headers, page_context)
-    files = resources.files
-    if (
-        files is not None
-        and destination.sha256 is not None
-        and cachedfiles.wants_fill(request, upstream)
-    ):
-        return await cachedfiles.filled(
-            request,
-            upstream,
-            headers,
-            files,
-            (target.cache_scope, destination.sha256),
-            whole_body_bytes=settings.whole_body_bytes,
-            chunk_bytes=settings.chunk_bytes,
-            idle_timeout_seconds=settings.idle_timeout_seconds,
-        )
     if _small(request, upstream, settings):
         with resources.budget.holding(target.connector.namespace) as held:
             if held.try_take(upstream.content_length or 0):

@@ -31,7 +31,7 @@ from connectors.api.errors import RegistryDataError
 from connectors.proxy import filecache, sending
 from connectors.proxy.decoding import BoundedDecoder
 from connectors.proxy.fairness import ByteBudget, Holding, Shares
-from connectors.proxy.filecache import FileCache, Naming
+from connectors.proxy.filecache import FileCache
 from connectors.proxy.targets import Target
 
 # Seconds between two yields to the event loop while a large page is decoded or rewritten.
@@ -52,7 +52,6 @@ class Page:
     headers: dict[str, str]  # for the client, without Date
     body: bytes | bytearray  # rewritten; never changed once stored
     validators: dict[str, str]  # request headers that revalidate it; empty if none
-    naming: Naming  # the hashes it names, for the file cache
 
 
 class PageCache:
@@ -120,7 +119,7 @@ async def send_known(request: web.Request, page: Page, context: PageContext) -> 
     """Answer from memory after the registry said the page has not changed (304)."""
     context.pages.hits += 1
     if context.files is not None:
-        page.naming.confirm(context.files.now())
+        context.files.page_naming(context.target.cache_scope, context.key[1], changed=False)
     response = web.Response(status=200, body=page.body, headers=page.headers)
     return await sending.send_whole(request, response, len(page.body), context.idle_timeout_seconds)
 
@@ -162,7 +161,7 @@ async def rewritten(
                 context.pages.hits += 1
                 page = dataclasses.replace(known, validators=validators_of(upstream))
                 if files is not None:
-                    page.naming.confirm(files.now())
+                    files.page_naming(target.cache_scope, context.key[1], changed=False)
             else:
                 context.pages.misses += 1
                 named: collections.deque[str] = collections.deque(
@@ -188,10 +187,11 @@ async def rewritten(
                     headers={k: v for k, v in headers.items() if k.lower() != "date"},
                     body=out,
                     validators=validators_of(upstream),
-                    naming=Naming(files.now() if files is not None else 0.0),
                 )
                 if files is not None:
-                    files.named(target.cache_scope, named, page.naming)
+                    # What the page named before is no longer current; what it names now is.
+                    naming = files.page_naming(target.cache_scope, context.key[1], changed=True)
+                    files.named(namespace, target.cache_scope, named, naming)
             del body
             context.pages.put(context.key, page)
             response = web.Response(

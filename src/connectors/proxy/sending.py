@@ -5,7 +5,10 @@ instead of pinning memory or a slot, plus the request keys the audit line reads.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
+import struct
 
 from aiohttp import web
 
@@ -17,6 +20,8 @@ UPSTREAM_ERROR = "connectors.upstream_error"
 # Body bytes that reached the client (aiohttp's own count includes the headers, and never
 # sees what splice(2) moved); the audit middleware sets it for whole responses.
 BODY_BYTES_SENT = "connectors.body_bytes_sent"
+# SO_LINGER on with a zero timeout: closing sends a reset, not an orderly end.
+_RESET = struct.pack("ii", 1, 0)
 
 
 def error_response(
@@ -63,8 +68,15 @@ async def write(
 
 
 def drop_client(request: web.Request, why: str) -> None:
-    """Close the client's connection now, dropping whatever still waits to be sent: a
-    plain close would keep it until the client reads it."""
+    """Reset the client's connection now, dropping whatever still waits to be sent: a
+    plain close would keep it until the client reads it, and would end a body without a
+    length (HTTP/1.0) as if it were whole."""
     log.info("closing a client connection that %s", why)
-    if request.transport is not None:
-        request.transport.abort()
+    transport = request.transport
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+    transport.abort()
