@@ -358,6 +358,10 @@ def _add_cluster_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # The format names none of the caller's file, thread or process: skip finding them for
+    # every record (the proxy writes one audit record per request).
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     logging.basicConfig(
         level=args.log_level,
         stream=sys.stderr,

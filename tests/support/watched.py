@@ -21,6 +21,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+from connectors.reconcile import probes
 from connectors.standalone.localregistry import free_port
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -31,6 +32,7 @@ class Logged:
     method: str
     path: str
     status: int
+    user_agent: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,11 +50,17 @@ class Watched:
             size = self.access_log.stat().st_size
             time.sleep(0.05)
         lines = self.access_log.read_text().splitlines()
-        return [Logged(m, p, int(s)) for m, p, s in (line.split(" ") for line in lines)]
+        return [Logged(m, p, int(s), a) for m, p, s, a in (line.split(" ", 3) for line in lines)]
 
     def count(self, method: str, path_suffix: str) -> int:
+        """Requests the clients caused: the reconciler's own probes (it reads index pages
+        every pass) are left out."""
         return sum(
-            1 for r in self.requests() if r.method == method and r.path.endswith(path_suffix)
+            1
+            for r in self.requests()
+            if r.method == method
+            and r.path.endswith(path_suffix)
+            and r.user_agent != probes.USER_AGENT
         )
 
 
@@ -101,7 +109,7 @@ pid {workdir}/nginx.pid;
 error_log {workdir}/error.log;
 events {{ worker_connections 256; }}
 http {{
-  log_format plain '$request_method $uri $status';
+  log_format plain '$request_method $uri $status $http_user_agent';
   access_log {workdir}/access.log plain;
   client_max_body_size 0;
   server {{

@@ -13,7 +13,6 @@ import secrets
 import signal
 import socket
 
-import aiohttp
 import kopf
 import yaml
 
@@ -26,6 +25,7 @@ from connectors.operator import handlers
 from connectors.operator.class_status import ClassStatusWriter
 from connectors.operator.controller import FIELD_MANAGER, ConnectorController
 from connectors.operator.settings import OperatorSettings
+from connectors.reconcile import probes
 from connectors.store.kubestore import KubeStore
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ async def run(config: ClusterConfig, settings: OperatorSettings) -> None:
     # kopf reports every handled event at INFO; the controller logs what matters.
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     identity = settings.identity or default_identity()
-    async with KubeClient(config) as kube, aiohttp.ClientSession() as session:
+    async with KubeClient(config) as kube, probes.probe_session() as session:
         elector = LeaderElector(
             kube,
             LeaseSettings(

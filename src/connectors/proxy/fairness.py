@@ -87,8 +87,9 @@ class Shares:
         finally:
             for key in limits:
                 _decrement(self._used, key)
-            async with self._freed:
-                self._freed.notify_all()  # every waiter re-checks all of its keys
+            if self._waiting:  # nobody to wake otherwise, and taking the lock costs
+                async with self._freed:
+                    self._freed.notify_all()  # every waiter re-checks all of its keys
 
     async def _wait(self, limits: dict[Key, int], who: str) -> None:
         for key in limits:

@@ -110,6 +110,16 @@ class ForwardSettings:
     fairness: FairnessSettings = FairnessSettings()
     cache: CacheSettings = CacheSettings()
 
+    @functools.cached_property
+    def client_timeout(self) -> aiohttp.ClientTimeout:
+        """aiohttp's timeouts for one registry request, made once."""
+        return aiohttp.ClientTimeout(
+            total=None,
+            connect=self.connect_timeout_seconds,
+            sock_connect=self.connect_timeout_seconds,
+            sock_read=self.idle_timeout_seconds,
+        )
+
 
 def _request_headers(
     request: web.Request, target: Target, destination: Upstream, known: Page | None
@@ -282,27 +292,25 @@ async def _exchange(
 ) -> web.StreamResponse:
     """One request to the registry and its answer relayed. With `fill`, the destination is
     a file with a known hash: fetched whole and checked (`cachedfiles`)."""
-    timeout = aiohttp.ClientTimeout(
-        total=None,
-        connect=settings.connect_timeout_seconds,
-        sock_connect=settings.connect_timeout_seconds,
-        sock_read=settings.idle_timeout_seconds,
-    )
     body = request.content if request.body_exists else None
     page_key, known = _known_page(request, target, destination, client_base, resources.pages)
     headers = _request_headers(request, target, destination, known if fill is None else None)
     if fill is not None:
         headers = cachedfiles.upstream_headers(headers, fill.cache, fill.key)
     # An upload's headers come only after the client's whole body: the silence timeout
-    # bounds the wait after it, as the first-byte timeout does for everything else.
-    async with asyncio.timeout(settings.first_byte_timeout_seconds if body is None else None):
+    # bounds the wait after it, as the first-byte timeout does for everything else. The
+    # silence timeout covers the wait for the first byte too, so a first-byte timeout no
+    # shorter than it needs no timer of its own.
+    first_byte = settings.first_byte_timeout_seconds
+    bounded = body is None and first_byte < settings.idle_timeout_seconds
+    async with asyncio.timeout(first_byte if bounded else None):
         upstream = await resources.session.request(
             request.method,
             yarl.URL(destination.url, encoded=True),
             headers=headers,
             data=body,
             allow_redirects=False,
-            timeout=timeout,
+            timeout=settings.client_timeout,
             ssl=target.tls if destination.url.startswith("https:") else True,
         )
     try:

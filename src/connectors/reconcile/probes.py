@@ -15,6 +15,15 @@ from connectors.reconcile.evaluate import ProbeOutcome
 from connectors.reconcile.upstream import BasicCredentials
 from connectors.rendering import render
 
+# How the reconciler names itself to registries, so their logs tell its probes from the
+# clients' requests (which the proxy forwards with the client's own User-Agent).
+USER_AGENT = "connectors-probe"
+
+
+def probe_session() -> aiohttp.ClientSession:
+    """The HTTP session the reconciler probes registries with."""
+    return aiohttp.ClientSession(headers={"User-Agent": USER_AGENT})
+
 
 def probe_url(
     connector: Connector,

@@ -12,14 +12,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 from connectors.api.conditions import ConditionType
 from connectors.api.errors import NotFoundError
 from connectors.api.resources import Connector
 from connectors.auth import tokens
 from connectors.auth.keys import KeyRing
 from connectors.classes.builtin import builtin_classes
+from connectors.reconcile import probes
 from connectors.reconcile.reconciler import ReconcileSettings
 from connectors.rendering import render
 from connectors.standalone.server import connector_url, reconcile_snapshot
@@ -129,7 +128,7 @@ async def current_status(place: Place) -> dict[str, Any]:
             return document
     snapshot = place.snapshot()
     board = StatusBoard(state)
-    async with aiohttp.ClientSession() as session:
+    async with probes.probe_session() as session:
         await reconcile_snapshot(
             snapshot, board, session, state.server_url(), ReconcileSettings(probe_timeout_seconds=5)
         )

@@ -29,6 +29,7 @@ from connectors.classes.builtin import builtin_classes
 from connectors.proxy import app as proxy_app
 from connectors.proxy import forwarding, routing, serving
 from connectors.proxy.metrics import ProxyMetrics
+from connectors.reconcile import probes
 from connectors.reconcile.reconciler import ProxyInfo, ReconcileSettings, reconcile
 from connectors.standalone.lock import StateLock
 from connectors.standalone.state import StateDir
@@ -136,7 +137,7 @@ class StandaloneServer:
             self._metrics_runner = web.AppRunner(self.metrics.app())
             await self._metrics_runner.setup()
             await web.TCPSite(self._metrics_runner, *self.options.metrics_listen).start()
-        self._session = aiohttp.ClientSession()
+        self._session = probes.probe_session()
         self.state.write_server(self.url)
         every = self.options.reload_interval_seconds
         self._tasks = [
