@@ -28,7 +28,7 @@ import aiohttp
 from aiohttp import web
 
 from connectors.api.errors import RegistryDataError
-from connectors.proxy import filecache, sending
+from connectors.proxy import filecache, memory, sending
 from connectors.proxy.decoding import BoundedDecoder
 from connectors.proxy.fairness import ByteBudget, Holding, Shares
 from connectors.proxy.filecache import FileCache
@@ -147,6 +147,7 @@ async def rewritten(
                     await _append(body, piece, digest, held, slicer)
                     if not slotted and len(body) > context.large_page_bytes:
                         await large.enter_async_context(context.shares.rewrite_slot(namespace))
+                        large.callback(memory.release_soon)  # once its buffers are gone
                         slotted = True
             for piece in decoder.finish():
                 await _append(body, piece, digest, held, slicer)
