@@ -297,7 +297,7 @@ def test_each_request_leaves_an_audit_line_without_the_token(setup: Setup):
         "pod": "pod-reader", "method": "GET",
         "token": hashlib.sha256(token.encode()).hexdigest()[:12], "client": "127.0.0.1",
         "path": f"/namespaces/{NS}/connectors/{NAME}/simple/audited/",
-        "status": reply.status, "bytes_in": 0, "bytes_out": len(reply.body),
+        "status": reply.status, "bytes_in": 0, "bytes_out": len(reply.body), "cache": "",
         "duration_ms": line["duration_ms"],
     }  # fmt: skip
     assert line["status"] in (200, 404)

@@ -9,6 +9,7 @@ import json
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -276,12 +277,35 @@ def tenant(node: Node, registry: LocalRegistry, namespace: str) -> Iterator[Tena
 @dataclass
 class RenewalPod:
     """A Pod started as soon as the chart is up, mounting pip.conf the seed's way
-    (`subPath`), whose first token the last node test watches expire."""
+    (`subPath`), whose first token the last node test watches expire. A thread reads the
+    file in the running container every 10 s from the start, as a long-lived job would, so
+    the renewal is seen however late in the run that test comes."""
 
     tenant: Tenant
     name: str
     first_token: str
     started: float
+    inode: str  # of /root/.pip/pip.conf in the container, when it started
+    renewed_at: float | None = None
+    _watcher: threading.Thread | None = None
+
+    def watch(self, until: float) -> None:
+        def poll() -> None:
+            while time.time() < until:
+                # A failed exec, or a read that overlapped the rewrite, is read again later.
+                with contextlib.suppress(subprocess.SubprocessError, OSError, AssertionError):
+                    if token_in(self.tenant.pip_conf(self.name)) != self.first_token:
+                        self.renewed_at = time.time()
+                        return
+                time.sleep(10)
+
+        self._watcher = threading.Thread(target=poll, daemon=True)
+        self._watcher.start()
+
+    def watched(self) -> None:
+        """Wait until the watch has ended: renewed, or its time is up."""
+        if self._watcher is not None:
+            self._watcher.join()
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -291,4 +315,11 @@ def renewal_pod(chart: Node, node_registry: LocalRegistry) -> Iterator[RenewalPo
     with tenant(chart, node_registry, "node-renewal") as renewal:
         renewal.run_client("long-lived")
         started = time.time()
-        yield RenewalPod(renewal, "long-lived", token_in(renewal.pip_conf("long-lived")), started)
+        first = token_in(renewal.pip_conf("long-lived"))
+        inode = renewal.kubectl(
+            "exec", "long-lived", "-n", renewal.namespace, "--", "stat", "-c", "%i",
+            "/root/.pip/pip.conf",
+        )  # fmt: skip
+        pod = RenewalPod(renewal, "long-lived", first, started, inode)
+        pod.watch(until=started + TOKEN_SECONDS + 60)
+        yield pod
