@@ -62,6 +62,18 @@ def test_cache_benchmark_runs_every_path_first_and_again():
             assert figures["medians"][f"{path} {kind}"] > 0, (path, kind)
 
 
+def test_request_cost_benchmark_reports_every_path_and_the_proxys_cpu():
+    require(shutil.which("wrk") is not None, "wrk is not installed (Debian package wrk)")
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.request_cost", "--quick"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    figures = json.loads(result.stdout.splitlines()[-1])
+    assert set(figures["p50_us"]) == {"direct", "connectors", "nginx"}
+    assert figures["connectors_cpu_us_per_request"] > 0
+
+
 def test_kube_auth_benchmark_runs_and_reports_both_costs():
     missing = testcluster.missing_reason()
     require(missing is None, missing or "")
