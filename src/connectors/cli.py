@@ -445,6 +445,9 @@ def _render(args: argparse.Namespace) -> int:
         args.configuration,
         ttl_seconds=tokens.parse_duration(args.ttl),
     )
+    warning = commands.readiness_warning(_place(args), args.namespace, args.name)
+    if warning is not None:
+        print(f"warning: {warning}", file=sys.stderr)
     if args.output_dir is None:
         for filename, content in files.items():
             sys.stdout.write(f"# {filename}\n{content}")

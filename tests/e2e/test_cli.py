@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import stat
 import subprocess
 from pathlib import Path
@@ -132,3 +133,38 @@ def test_serve_can_expose_metrics_on_a_port_of_its_own(
         line for line in metrics.splitlines() if line.startswith("connectors_requests_total{")
     ]
     assert any('connector="default/mirror"' in line and 'code="200"' in line for line in counted)
+
+
+@pytest.mark.parametrize("flag", ["--listen", "--metrics-listen"])
+def test_a_port_in_use_is_one_line_that_says_what_to_do(flag: str, tmp_path: Path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [CONNECTORS, "serve", "--config-dir", str(tmp_path / "config"),
+             "--state-dir", str(tmp_path / "state"), "--listen", "127.0.0.1:0",
+             flag, f"127.0.0.1:{port}"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("error:")]
+    assert f"cannot listen on 127.0.0.1:{port}" in line and "address already in use" in line
+    assert flag in line
+
+
+def test_render_for_a_connector_that_is_not_ready_says_so(tmp_path: Path):
+    server = Standalone(tmp_path)
+    unreachable = f"http://127.0.0.1:{localregistry.free_port()}"
+    server.write("default", "c.yaml", connector_manifest("down", unreachable, secret=None))
+    server.start()
+    try:
+        server.wait_ready("default", "down", status="False")
+        result = cli("render", "down", "-c", "pipconf", "-o", str(tmp_path / "out"), place=server)
+    finally:
+        server.stop()
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out" / "pip.conf").exists()
+    (warning,) = [x for x in result.stderr.splitlines() if x.startswith("warning:")]
+    assert "connector default/down is not Ready (ConnectionFailed" in warning

@@ -20,6 +20,7 @@ def test_demo_uploads_installs_and_shows_no_password_anywhere():
     assert "Successfully installed sampleproject-4.0.0" in out
     assert "index-servers = connectors-pypi" in out
     assert "/simple/" in out and "timeout = 30" in out
+    assert "\x1b[" not in out  # no terminal escape codes in output that is not a terminal
     assert "The registry password appears in none of the" in out
     assert [line for line in out.splitlines() if line.startswith("==> [")] == [
         f"==> [{n}/7] " + line.split("] ", 1)[1]

@@ -88,17 +88,19 @@ async def run(config: ClusterConfig, options: ClusterProxyOptions, stop: asyncio
             web.AppRunner(metrics.app()),
         ]
         try:
-            for runner, host, port, tls in zip(
+            for runner, host, port, tls, what in zip(
                 runners,
                 (options.host, options.metrics_host),
                 (options.port, options.metrics_port),
                 (options.tls_context(), None),
+                ("clients (--listen)", "--metrics-listen"),
                 strict=True,
             ):
                 await runner.setup()
-                await web.TCPSite(
+                site = web.TCPSite(
                     runner, host, port, ssl_context=tls, backlog=serving.LISTEN_BACKLOG
-                ).start()
+                )
+                await serving.listen(site, host, port, what)
             log.info(
                 "proxy listening on %s:%d, metrics on %s:%d",
                 options.host, options.port, options.metrics_host, options.metrics_port,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
 import resource
 from typing import Any
 
@@ -25,6 +26,8 @@ from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
+
+from connectors.api.errors import ConnectorsError
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +40,18 @@ LISTEN_BACKLOG = 4096
 # File descriptors kept back from the budget: listening sockets, logs, key files, the
 # API server's connections.
 _RESERVED_DESCRIPTORS = 128
+
+
+async def listen(site: web.TCPSite, host: str, port: int, what: str) -> None:
+    """Start listening; a port that cannot be had is the user's to fix, in one line."""
+    try:
+        await site.start()
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise ConnectorsError(
+            f"cannot listen on {host}:{port} for {what}: {reason.lower()} "
+            "(choose another HOST:PORT, or stop what holds it)"
+        ) from None
 
 
 def default_max_connections() -> int:

@@ -104,6 +104,30 @@ def render_files(
     return files
 
 
+def readiness_warning(place: Place, namespace: str, name: str) -> str | None:
+    """Why the files just rendered for a connector will not work yet, or None if it is
+    Ready: rendering never waits for the registry, so the user hears it here."""
+    document = place.state.read_status() or {}
+    row = next(
+        (
+            r
+            for r in document.get("connectors", [])
+            if (r["namespace"], r["name"]) == (namespace, name)
+        ),
+        None,
+    )
+    where = f"connector {namespace}/{name}"
+    if row is None:
+        return f"{where} has not been checked yet: `connectors get connectors` shows when it is"
+    ready = next((c for c in row["status"].get("conditions", []) if c["type"] == "Ready"), None)
+    if ready is None or ready.get("status") == "True":
+        return None
+    return (
+        f"{where} is not Ready ({ready.get('reason', 'Unknown')}: {ready.get('message', '')}); "
+        "the files are written, but clients will fail until it is"
+    )
+
+
 def write_files(directory: Path, files: dict[str, str]) -> list[Path]:
     """Write files readable by their owner only: each holds a token."""
     directory.mkdir(parents=True, exist_ok=True)

@@ -138,6 +138,7 @@ async def _client_side(work: Path, place: commands.Place) -> dict[str, str]:
             "twine",
             "upload",
             "--non-interactive",
+            "--disable-progress-bar",  # its output is printed afterwards, not watched live
             "--config-file",
             str(client / ".pypirc"),
             "--repository",

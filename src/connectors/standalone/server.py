@@ -130,13 +130,14 @@ class StandaloneServer:
         site = web.TCPSite(
             self._runner, self.options.host, self.options.port, backlog=serving.LISTEN_BACKLOG
         )
-        await site.start()
+        await serving.listen(site, self.options.host, self.options.port, "clients (--listen)")
         port = int(self._runner.addresses[0][1])
         self.url = advertised_base(self.options, port)
         if self.options.metrics_listen is not None:
             self._metrics_runner = web.AppRunner(self.metrics.app())
             await self._metrics_runner.setup()
-            await web.TCPSite(self._metrics_runner, *self.options.metrics_listen).start()
+            metrics_site = web.TCPSite(self._metrics_runner, *self.options.metrics_listen)
+            await serving.listen(metrics_site, *self.options.metrics_listen, "--metrics-listen")
         self._session = probes.probe_session()
         self.state.write_server(self.url)
         every = self.options.reload_interval_seconds
