@@ -60,3 +60,20 @@ def test_devpi_links_are_rewritten_onto_the_proxy(devpi: Standalone, tmp_path: P
     assert page.status == 200
     assert f'href="{base}/_sha256/{sha256_of(wheel)}/+f/'.encode() in page.body
     assert b"#sha256=" in page.body
+
+
+def test_a_devpi_connector_without_simple_path_is_told_the_index_is_elsewhere(
+    standalone: Standalone, devpi_registry: LocalRegistry
+):
+    """The natural first try: devpi's index address, no simplePath. The password is right;
+    the diagnosis must not send the user to it."""
+    standalone.write(
+        NS,
+        "first-try.yaml",
+        secret_manifest("first-try-secret", devpi_registry.username, devpi_registry.password),
+        connector_manifest("first-try", devpi_registry.url, secret="first-try-secret"),
+    )
+    ready = standalone.wait_ready(NS, "first-try", status="False")
+    assert ready["reason"] == "ConnectionFailed", ready
+    assert "simplePath" in ready["message"] and "+simple" in ready["message"]
+    assert "password" not in ready["message"]

@@ -116,6 +116,15 @@ def auth_condition(outcome: ProbeOutcome | None) -> Condition:
             f"{outcome.url} refused the Secret's credentials (HTTP {outcome.status}):"
             " fix the username or password in the Secret",
         )
+    if outcome.status in (404, 410):
+        # No index there: the address or the index path is wrong, not the password.
+        return _false(
+            ConditionType.AUTH_READY,
+            Reason.CONNECTION_FAILED,
+            f"{outcome.url} answered HTTP {outcome.status}: there is no package index at "
+            "this path; check spec.address, and the simplePath param for a registry that "
+            "serves its index elsewhere (devpi: +simple)",
+        )
     return _false(
         ConditionType.AUTH_READY,
         Reason.AUTHENTICATION_FAILED,
