@@ -26,7 +26,7 @@ from connectors.kube import client as kube_client
 from connectors.kube import config as kube_config
 from connectors.kube import install
 from connectors.proxy import cluster, filecache, forwarding, serving
-from connectors.standalone import commands, demo, server, state
+from connectors.standalone import commands, demo, listing, server, state
 
 
 def _add_place(parser: argparse.ArgumentParser) -> None:
@@ -226,10 +226,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds between probes of every registry",
     )
 
-    get = sub.add_parser("get", help="list resources")
+    get = sub.add_parser("get", help="list connectors, or show one, as kubectl does")
     get.add_argument("resource", choices=["connectors", "connector"])
+    get.add_argument("name", nargs="?", help="one connector (default: all in the namespace)")
+    get.add_argument(
+        "-A", "--all-namespaces", action="store_true", help="every namespace, with a column"
+    )
+    get.add_argument("-o", "--output", choices=listing.FORMATS, default=None)
     _add_place(get)
     _add_namespace(get)
+
+    describe = sub.add_parser(
+        "describe", help="one connector: its conditions with reasons and messages, its proxy"
+    )
+    describe.add_argument("resource", choices=["connector", "connectors"])
+    describe.add_argument("name")
+    _add_place(describe)
+    _add_namespace(describe)
 
     token = sub.add_parser("token", help="print a token for one connector")
     token.add_argument("name")
@@ -389,15 +402,25 @@ def _run(args: argparse.Namespace) -> int:
         "render": _render,
         "keys": _keys,
         "cache": _cache,
+        "describe": _describe,
     }
     return commands_by_name[args.command](args)
 
 
 def _get(args: argparse.Namespace) -> int:
     document = asyncio.run(commands.current_status(_place(args)))
-    sys.stdout.write(commands.connectors_table(document, args.namespace))
+    namespace = None if args.all_namespaces else args.namespace
+    output = listing.get_output(document, namespace=namespace, name=args.name, output=args.output)
+    sys.stdout.write(output)
     for problem in document.get("problems", []):
         print(f"warning: {problem}", file=sys.stderr)
+    return 0
+
+
+def _describe(args: argparse.Namespace) -> int:
+    document = asyncio.run(commands.current_status(_place(args)))
+    (row,) = listing.select(document, args.namespace, args.name)
+    sys.stdout.write(listing.describe(row, document.get("problems", [])))
     return 0
 
 

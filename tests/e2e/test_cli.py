@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import stat
 import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from connectors.standalone import localregistry
 from connectors.standalone.localregistry import LocalRegistry
@@ -168,3 +170,57 @@ def test_render_for_a_connector_that_is_not_ready_says_so(tmp_path: Path):
     assert (tmp_path / "out" / "pip.conf").exists()
     (warning,) = [x for x in result.stderr.splitlines() if x.startswith("warning:")]
     assert "connector default/down is not Ready (ConnectionFailed" in warning
+
+
+def test_get_shows_one_connector_every_namespace_and_kubectls_formats(
+    served: Standalone, pypi_registry: LocalRegistry
+):
+    served.write("other-ns", "c.yaml",
+                 secret_manifest("registry-secret", pypi_registry.username, pypi_registry.password),
+                 connector_manifest("elsewhere", pypi_registry.url))  # fmt: skip
+    served.wait_ready("other-ns", "elsewhere")
+
+    one = cli("get", "connector", "mirror", place=served)
+    assert one.returncode == 0, one.stderr
+    assert [line.split()[0] for line in one.stdout.splitlines()] == ["NAME", "mirror"]
+
+    every = cli("get", "connectors", "-A", place=served)
+    lines = every.stdout.splitlines()
+    assert lines[0].split()[:2] == ["NAMESPACE", "NAME"]
+    assert {tuple(x.split()[:2]) for x in lines[1:]} >= {("default", "mirror"),
+                                                        ("other-ns", "elsewhere")}  # fmt: skip
+
+    wide = cli("get", "connector", "mirror", "-o", "wide", place=served)
+    assert wide.stdout.splitlines()[0].split()[-2:] == ["PROXY", "MESSAGE"]
+    assert served.connector_url("default", "mirror") in wide.stdout
+
+    named = cli("get", "connectors", "-n", "other-ns", "-o", "name", place=served)
+    assert named.stdout == "connector.connectors.alauda.io/elsewhere\n"
+
+    as_json = json.loads(cli("get", "connector", "mirror", "-o", "json", place=served).stdout)
+    assert (as_json["kind"], as_json["metadata"]["name"]) == ("Connector", "mirror")
+    ready = next(c for c in as_json["status"]["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "True"
+    as_yaml = yaml.safe_load(cli("get", "connectors", "-o", "yaml", place=served).stdout)
+    assert as_yaml["kind"] == "List"
+    assert [item["metadata"]["name"] for item in as_yaml["items"]] == ["mirror"]
+    assert pypi_registry.password not in json.dumps(as_yaml) + json.dumps(as_json)
+
+
+def test_describe_shows_every_condition_with_its_reason_and_message(served: Standalone):
+    result = cli("describe", "connector", "mirror", place=served)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "Name:         mirror" in out and "Namespace:    default" in out
+    assert f"Proxy:        {served.connector_url('default', 'mirror')}" in out
+    condition_lines = out.split("Conditions:\n", 1)[1].split("Problems:", 1)[0].splitlines()
+    assert condition_lines[0].split() == ["Type", "Status", "Reason", "Message"]
+    types = {line.split()[0] for line in condition_lines[1:]}
+    assert {"Ready", "SecretReady", "LivenessReady", "AuthReady"} <= types
+
+
+def test_get_and_describe_of_a_missing_connector_exit_1_in_one_line(served: Standalone):
+    for command in (("get", "connector", "ghost"), ("describe", "connector", "ghost")):
+        result = cli(*command, place=served)
+        assert result.returncode == 1, command
+        assert result.stderr.strip() == 'error: connector "default/ghost" not found'

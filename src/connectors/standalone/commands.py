@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from connectors.api.conditions import ConditionType
 from connectors.api.errors import NotFoundError
 from connectors.api.resources import Connector
 from connectors.auth import tokens
@@ -157,48 +155,3 @@ async def current_status(place: Place) -> dict[str, Any]:
             snapshot, board, session, state.server_url(), ReconcileSettings(probe_timeout_seconds=5)
         )
     return state.read_status() or {"connectors": [], "problems": []}
-
-
-def connectors_table(
-    document: dict[str, Any], namespace: str | None, now: datetime | None = None
-) -> str:
-    """The `NAME CLASS ADDRESS READY REASON AGE` table, as kubectl prints Connectors."""
-    now = now or datetime.now(UTC)
-    rows = [["NAME", "CLASS", "ADDRESS", "READY", "REASON", "AGE"]]
-    for row in document.get("connectors", []):
-        if namespace is not None and row.get("namespace") != namespace:
-            continue
-        ready: dict[str, str] = next(
-            (
-                c
-                for c in row["status"].get("conditions", [])
-                if c.get("type") == ConditionType.READY
-            ),
-            {},
-        )
-        seen = datetime.strptime(row["firstSeen"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-        rows.append(
-            [
-                row["name"],
-                row["connectorClassName"],
-                row["address"],
-                ready.get("status", "Unknown"),
-                ready.get("reason", ""),
-                human_age((now - seen).total_seconds()),
-            ]
-        )
-    if len(rows) == 1:
-        where = f" in {namespace} namespace" if namespace else ""
-        return f"No resources found{where}.\n"
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["   ".join(cell.ljust(widths[i]) for i, cell in enumerate(r)).rstrip() for r in rows]
-    return "\n".join(lines) + "\n"
-
-
-def human_age(seconds: float) -> str:
-    """Ages as kubectl shows them: 10s, 5m, 3h, 2d."""
-    seconds = max(0, int(seconds))
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size * (2 if unit != "m" else 1):
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"

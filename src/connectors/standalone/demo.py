@@ -15,7 +15,7 @@ import tempfile
 import textwrap
 from pathlib import Path
 
-from connectors.standalone import commands, localregistry
+from connectors.standalone import commands, listing, localregistry
 from connectors.standalone.server import ServeOptions, StandaloneServer
 
 NAMESPACE = "connectors-pypi-demo"
@@ -100,7 +100,7 @@ async def _story(work: Path, captured: _Captured) -> int:
         async with StandaloneServer(options) as server:
             await server.wait_reconciled()
             status = await commands.current_status(place)
-            table = commands.connectors_table(status, NAMESPACE)
+            table = listing.get_output(status, namespace=NAMESPACE, name=None, output=None)
             print(f"    $ connectors get connectors -n {NAMESPACE}")
             print(textwrap.indent(table, "    "), end="")
             outputs = await _client_side(work, place)
