@@ -105,11 +105,22 @@ def nginx_upstream(workdir: Path, root: Path) -> Iterator[str]:
 @contextlib.contextmanager
 def nginx_front(workdir: Path, upstream: str, user: str, password: str) -> Iterator[str]:
     """The tuned reverse proxy of bench/nginx-front.conf in front of `upstream`."""
-    port = free_port()
-    template = (HERE / "nginx-front.conf").read_text()
+    with _credentialed_nginx(
+        workdir, "nginx-front.conf", free_port(), upstream=upstream, credentials=(user, password)
+    ) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def _credentialed_nginx(
+    workdir: Path, conf: str, port: int, *, upstream: str, credentials: tuple[str, str]
+) -> Iterator[str]:
+    """nginx from a template of bench/ that injects the registry's credentials; the
+    template may also name `{cache}`, a directory under `workdir`."""
+    template = (HERE / conf).read_text()
     config = _common(workdir) + template.format(
-        port=port, upstream=upstream.removeprefix("http://"),
-        authorization=basic(user, password),
+        port=port, upstream=upstream.removeprefix("http://"), cache=workdir / "cache",
+        authorization=basic(*credentials),
     )  # fmt: skip
     with _nginx(workdir, config):
         url = f"http://127.0.0.1:{port}"
@@ -137,14 +148,9 @@ def nginx_cache(workdir: Path, upstream: str, user: str, password: str) -> Itera
     port_file = workdir.parent / "nginx-cache.port"
     port = int(port_file.read_text()) if port_file.exists() else free_port()
     port_file.write_text(str(port))
-    template = (HERE / "nginx-cache.conf").read_text()
-    config = _common(workdir) + template.format(
-        port=port, upstream=upstream.removeprefix("http://"), cache=workdir / "cache",
-        authorization=basic(user, password),
-    )  # fmt: skip
-    with _nginx(workdir, config):
-        url = f"http://127.0.0.1:{port}"
-        _wait(url + "/")
+    with _credentialed_nginx(
+        workdir, "nginx-cache.conf", port, upstream=upstream, credentials=(user, password)
+    ) as url:
         yield url
 
 

@@ -27,7 +27,7 @@ from typing import BinaryIO
 import aiohttp
 from aiohttp import web
 
-from connectors.proxy import sending
+from connectors.proxy import pages, sending
 from connectors.proxy.filecache import FileCache, Fill, Key
 
 log = logging.getLogger(__name__)
@@ -166,7 +166,7 @@ async def relayed(
             502, f"the registry answered HTTP {upstream.status} for a whole file"
         )
     had_entry = files.lookup(key) is not None
-    fill.begin(upstream.content_length, _validators(upstream))
+    fill.begin(upstream.content_length, pages.validators_of(upstream))
     request[CACHE_RESULT] = "miss" if fill.keeps else "refetch" if had_entry else "bypass"
     try:
         return await _checked(
@@ -180,15 +180,6 @@ async def relayed(
         )
     finally:
         request[CACHE_FETCHED_BYTES] = fill.size
-
-
-def _validators(upstream: aiohttp.ClientResponse) -> dict[str, str]:
-    found: dict[str, str] = {}
-    if etag := upstream.headers.get("ETag"):
-        found["If-None-Match"] = etag
-    if modified := upstream.headers.get("Last-Modified"):
-        found["If-Modified-Since"] = modified
-    return found
 
 
 async def _checked(
@@ -222,21 +213,13 @@ async def _checked(
         response.content_length = length
     await response.prepare(request)
     held = b""
-    chunks = upstream.content.iter_chunked(chunk_bytes)
-    while True:
-        try:
-            chunk = await anext(chunks)
-        except StopAsyncIteration:
-            break
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            request[sending.UPSTREAM_ERROR] = "truncated"
-            log.warning("upstream body ended early (%s)", exc.__class__.__name__)
-            sending.drop_client(request, "was being sent a body the registry cut short")
-            return response
+    async for chunk in sending.upstream_chunks(request, upstream, chunk_bytes):
         fill.write(chunk)
         if held:
             await sending.write(request, response, held, idle_timeout_seconds)
         held = chunk
+    if request.get(sending.UPSTREAM_ERROR) == "truncated":
+        return response  # the client's connection is already reset
     if not _ended_well(request, fill):
         sending.drop_client(request, "was being sent a file that failed its sha256 check")
         return response

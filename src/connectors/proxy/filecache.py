@@ -340,9 +340,6 @@ class FileCache:
         naming = mine.get(bytes.fromhex(key[0]) + bytes.fromhex(key[1]))
         return naming is not None and self._now() - naming.confirmed_at <= self.fresh_seconds
 
-    def now(self) -> float:
-        return self._now()
-
     # --- filling --------------------------------------------------------------------------
 
     def filling(self, key: Key) -> Fill | None:

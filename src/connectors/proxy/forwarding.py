@@ -344,27 +344,28 @@ async def _exchange(
                 resources=resources,
                 settings=settings,
             )
-        page_context = pages.PageContext(
-            target=target,
-            client_base=client_base,
-            key=page_key,
-            known=known,
-            pages=resources.pages,
-            files=resources.files,
-            shares=resources.shares,
-            budget=resources.budget,
-            max_index_bytes=settings.max_index_bytes,
-            large_page_bytes=settings.large_page_bytes,
-            idle_timeout_seconds=settings.idle_timeout_seconds,
-        )
-        if upstream.status == 304 and known is not None:
-            return await pages.send_known(request, known, page_context)
-        headers = _response_headers(upstream, target, client_base)
-        if (
+        is_page = (
             request.method == "GET"
             and upstream.status == 200
             and target.protocol.is_rewritable(upstream.content_type)
-        ):
+        )
+        if is_page or (upstream.status == 304 and known is not None):
+            page_context = pages.PageContext(
+                target=target,
+                client_base=client_base,
+                key=page_key,
+                known=known,
+                pages=resources.pages,
+                files=resources.files,
+                shares=resources.shares,
+                budget=resources.budget,
+                max_index_bytes=settings.max_index_bytes,
+                large_page_bytes=settings.large_page_bytes,
+                idle_timeout_seconds=settings.idle_timeout_seconds,
+            )
+            if not is_page and known is not None:
+                return await pages.send_known(request, known, page_context)
+            headers = _response_headers(upstream, target, client_base)
             return await pages.rewritten(request, upstream, headers, page_context)
         if request.method == "GET" and upstream.status in (404, 410) and resources.files:
             resources.files.page_gone(target.cache_scope, destination.url)
@@ -519,25 +520,11 @@ async def _stream_rest(
     response: web.StreamResponse,
     settings: ForwardSettings,
 ) -> web.StreamResponse:
-    chunks = upstream.content.iter_chunked(settings.chunk_bytes)
-    while True:
-        try:
-            chunk = await anext(chunks)
-        except StopAsyncIteration:
-            break
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            # The body is cut short: close the connection so the client cannot mistake
-            # what it got for the whole file.
-            request[UPSTREAM_ERROR] = "truncated"
-            log.warning(
-                "upstream body ended early (%s); closing the client connection",
-                exc.__class__.__name__,
-            )
-            sending.drop_client(request, "was being sent a body the registry cut short")
-            return response
+    async for chunk in sending.upstream_chunks(request, upstream, settings.chunk_bytes):
         # A client that went away raises ConnectionError here: the audit line says 499.
         await sending.write(request, response, chunk, settings.idle_timeout_seconds)
-    await response.write_eof()
+    if request.get(UPSTREAM_ERROR) != "truncated":
+        await response.write_eof()
     return response
 
 

@@ -107,6 +107,7 @@ class PageContext:
 
 
 def validators_of(upstream: aiohttp.ClientResponse) -> dict[str, str]:
+    """The request headers that ask the registry whether this answer is still current."""
     found: dict[str, str] = {}
     if etag := upstream.headers.get("ETag"):
         found["If-None-Match"] = etag

@@ -9,7 +9,9 @@ import contextlib
 import logging
 import socket
 import struct
+from collections.abc import AsyncIterator
 
+import aiohttp
 from aiohttp import web
 
 log = logging.getLogger(__name__)
@@ -65,6 +67,26 @@ async def write(
         drop_client(request, "stopped reading")
         raise ConnectionResetError("the client stopped reading") from None
     request[BODY_BYTES_SENT] = request.get(BODY_BYTES_SENT, 0) + len(chunk)
+
+
+async def upstream_chunks(
+    request: web.Request, upstream: aiohttp.ClientResponse, chunk_bytes: int
+) -> AsyncIterator[bytes]:
+    """The registry's body in pieces. If the registry cuts it short, the request is marked
+    `truncated` and the client's connection reset, so that what it got cannot pass for the
+    whole file; the pieces then simply end."""
+    chunks = upstream.content.iter_chunked(chunk_bytes)
+    while True:
+        try:
+            chunk = await anext(chunks)
+        except StopAsyncIteration:
+            return
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            request[UPSTREAM_ERROR] = "truncated"
+            log.warning("upstream body ended early (%s)", exc.__class__.__name__)
+            drop_client(request, "was being sent a body the registry cut short")
+            return
+        yield chunk
 
 
 def drop_client(request: web.Request, why: str) -> None:
