@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from connectors.standalone.localregistry import LocalRegistry, free_port
 from tests.conftest import require
@@ -24,6 +25,7 @@ RELEASE_NS = "connectors-system"
 EVERY_OPTION = [
     "--set", "proxy.tls.enabled=true", "--set", "proxy.tls.secretName=proxy-tls",
     "--set", "proxy.autoscaling.enabled=true", "--set", "proxy.networkPolicy.enabled=true",
+    "--set", "grafana.dashboard.enabled=true",
 ]  # fmt: skip
 
 
@@ -80,6 +82,20 @@ def test_the_charts_crds_and_class_are_the_generated_ones():
     ).read_bytes()
 
 
+def test_the_grafana_dashboard_configmap_renders_when_enabled_and_holds_the_json():
+    template = ["template", "connectors", str(CHART), "--namespace", RELEASE_NS,
+                "--kube-version", "1.36.0"]  # fmt: skip
+    by_default = helm(*template)
+    assert by_default.returncode == 0, by_default.stderr
+    assert "grafana_dashboard" not in by_default.stdout
+    rendered = helm(*template, "--show-only", "templates/grafana-dashboard.yaml", *EVERY_OPTION)
+    assert rendered.returncode == 0, rendered.stderr
+    configmap = yaml.safe_load(rendered.stdout)
+    dashboard = (CHART / "dashboards" / "connectors-proxy.json").read_text()
+    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert configmap["data"]["connectors-proxy.json"] == dashboard
+
+
 @pytest.mark.parametrize("options", [[], EVERY_OPTION], ids=["defaults", "every-option"])
 def test_the_rendered_chart_passes_a_server_side_dry_run(
     fresh_cluster: TestCluster, options: list[str]
@@ -100,7 +116,8 @@ def test_the_rendered_chart_passes_a_server_side_dry_run(
                 "poddisruptionbudget.policy", "connectorclass.connectors.alauda.io"}  # fmt: skip
     assert expected <= kinds
     if options:
-        assert {"horizontalpodautoscaler.autoscaling", "networkpolicy.networking.k8s.io"} <= kinds
+        assert {"horizontalpodautoscaler.autoscaling", "networkpolicy.networking.k8s.io",
+                "configmap"} <= kinds  # fmt: skip
 
 
 def test_installed_for_real_the_seed_connector_becomes_ready_through_the_charts_rbac(
