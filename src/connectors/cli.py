@@ -217,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--metrics-listen",
         default=None,
-        help="HOST:PORT to serve Prometheus /metrics (default off)",
+        help="HOST:PORT to serve Prometheus /metrics and the status page at / (default off)",
     )
     serve.add_argument(
         "--reconcile-interval",
@@ -244,8 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_place(describe)
     _add_namespace(describe)
 
-    token = sub.add_parser("token", help="print a token for one connector")
-    token.add_argument("name")
+    token = sub.add_parser("token", help="print a token for one connector, or several")
+    token.add_argument("names", nargs="+", metavar="NAME", help="the connectors it is valid for")
     _add_place(token)
     _add_namespace(token)
     token.add_argument("--ttl", default="30m", help="lifetime, e.g. 10m or 1h (default 30m)")
@@ -254,7 +254,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     rend = sub.add_parser("render", help="write client configuration files")
-    rend.add_argument("name")
+    rend.add_argument(
+        "names",
+        nargs="+",
+        metavar="NAME",
+        help="the connector; more names add their connectors to the same files",
+    )
     rend.add_argument(
         "-c",
         "--configuration",
@@ -315,7 +320,11 @@ def _add_cluster_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
     prx = sub.add_parser("proxy", help="the shared proxy of a cluster")
     prx.add_argument("--kubeconfig", type=Path, default=None)
     prx.add_argument("--listen", default="0.0.0.0:8080", help="HOST:PORT for clients")
-    prx.add_argument("--metrics-listen", default="0.0.0.0:9090", help="HOST:PORT for /metrics")
+    prx.add_argument(
+        "--metrics-listen",
+        default="0.0.0.0:9090",
+        help="HOST:PORT for /metrics and the status page at /",
+    )
     prx.add_argument("--cluster-domain", default="cluster.local")
     _add_upstream_timeout(prx)
     _add_client_limits(prx)
@@ -430,7 +439,7 @@ def _token(args: argparse.Namespace) -> int:
         commands.issue_token(
             _place(args),
             args.namespace,
-            args.name,
+            args.names,
             ttl_seconds=tokens.parse_duration(args.ttl),
             scopes=scopes,
         )
@@ -464,13 +473,14 @@ def _render(args: argparse.Namespace) -> int:
     files = commands.render_files(
         _place(args),
         args.namespace,
-        args.name,
+        args.names,
         args.configuration,
         ttl_seconds=tokens.parse_duration(args.ttl),
     )
-    warning = commands.readiness_warning(_place(args), args.namespace, args.name)
-    if warning is not None:
-        print(f"warning: {warning}", file=sys.stderr)
+    for name in args.names:
+        warning = commands.readiness_warning(_place(args), args.namespace, name)
+        if warning is not None:
+            print(f"warning: {warning}", file=sys.stderr)
     if args.output_dir is None:
         for filename, content in files.items():
             sys.stdout.write(f"# {filename}\n{content}")

@@ -140,20 +140,32 @@ class Standalone:
     ) -> str:
         scopes = (tokens.SCOPE_DOWNLOAD,) if read_only else tokens.ALL_SCOPES
         return commands.issue_token(
-            self.place, namespace, name, ttl_seconds=ttl_seconds, scopes=scopes
+            self.place, namespace, [name], ttl_seconds=ttl_seconds, scopes=scopes
         )
 
     def render(
-        self, namespace: str, name: str, *configurations: str, into: Path | None = None
+        self,
+        namespace: str,
+        name: str,
+        *configurations: str,
+        into: Path | None = None,
+        also: tuple[str, ...] = (),
     ) -> dict[str, str]:
+        """The files of `configurations` for connector `name` and the connectors `also`."""
         files = commands.render_files(
-            self.place, namespace, name, list(configurations), ttl_seconds=1800
+            self.place, namespace, [name, *also], list(configurations), ttl_seconds=1800
         )
         for filename, content in files.items():
             leaks.record(f"rendered {filename}", content)
         if into is not None:
             commands.write_files(into, files)
         return files
+
+    def audit_lines(self) -> list[dict[str, Any]]:
+        """Every audit line the server has logged so far, decoded."""
+        marker = "connectors.audit: "
+        text = self.log_file.read_text(errors="replace")
+        return [json.loads(x.split(marker, 1)[1]) for x in text.splitlines() if marker in x]
 
     def status_row(self, namespace: str, name: str) -> dict[str, Any] | None:
         document = self.place.state.read_status() or {}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import configparser
 import dataclasses
+import netrc
+from pathlib import Path
 
 import pytest
 
@@ -110,3 +112,26 @@ def test_connector_params_override_class_defaults():
 
 def test_render_context_repr_hides_the_token():
     assert TOKEN not in repr(render.RenderContext(proxy_url=SEED_PROXY, token=TOKEN))
+
+
+def test_netrc_has_one_entry_per_host_that_python_netrc_reads(tmp_path: Path):
+    first = seed_connector()
+    second = dataclasses.replace(first, metadata=dataclasses.replace(first.metadata, name="b"))
+    third = dataclasses.replace(first, metadata=dataclasses.replace(first.metadata, name="c"))
+    shared = "http://127.0.0.1:8080/namespaces/connectors-pypi-demo/connectors"
+    files = render.render_configuration(
+        first,
+        pypi(),
+        "netrc",
+        render.RenderContext(f"{shared}/pypi-connector", TOKEN),
+        others=[
+            (second, render.RenderContext(f"{shared}/b", TOKEN)),
+            (third, render.RenderContext("http://c-c.connectors-pypi-demo.svc", TOKEN)),
+        ],
+    )
+    (tmp_path / ".netrc").write_text(files[".netrc"])
+    parsed = netrc.netrc(str(tmp_path / ".netrc"))
+    assert sorted(parsed.hosts) == ["127.0.0.1", "c-c.connectors-pypi-demo.svc"]
+    login = "connectors-pypi-demo-pypi-connector"
+    assert parsed.authenticators("127.0.0.1") == (login, "", TOKEN)
+    assert files[".netrc"].count("machine ") == 2

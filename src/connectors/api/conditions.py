@@ -34,7 +34,11 @@ class Reason(enum.StrEnum):
     NOT_CHECKED = "NotChecked"
     UNSUPPORTED_FEATURE = "UnsupportedFeature"
     UNCOVERED_LINKS = "UncoveredLinks"
+    OFF_HOST_REDIRECT = "OffHostRedirect"
     INVALID_TEMPLATE = "InvalidTemplate"
+    # AuthReady Unknown: the registry reads without credentials and no upload check could
+    # tell whether it accepts them. The connector can be used, so Ready does not wait.
+    ANONYMOUS_READ = "AnonymousRead"
 
 
 # The order in which Ready looks for the first failing condition.

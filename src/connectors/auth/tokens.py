@@ -12,7 +12,7 @@ import dataclasses
 import re
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import jwt
 
@@ -46,13 +46,14 @@ class Identity:
 def issue(
     ring: KeyRing,
     *,
-    audience: str,
+    audience: str | Sequence[str],
     subject: str,
     ttl_seconds: int = DEFAULT_TTL_SECONDS,
     scopes: Iterable[str] = ALL_SCOPES,
     now: float | None = None,
 ) -> str:
-    """Sign a token for `audience`, valid for ttl_seconds (bounded to the allowed range)."""
+    """Sign a token for `audience` (one, or several for a client that uses several
+    connectors), valid for ttl_seconds (bounded to the allowed range)."""
     if not MIN_TTL_SECONDS <= ttl_seconds <= MAX_TTL_SECONDS:
         raise TokenError(
             f"token lifetime {ttl_seconds}s is outside the allowed "
@@ -67,7 +68,7 @@ def issue(
     claims = {
         "iss": ISSUER,
         "sub": subject,
-        "aud": [audience],
+        "aud": [audience] if isinstance(audience, str) else list(audience),
         "iat": issued,
         "nbf": issued,
         "exp": issued + ttl_seconds,

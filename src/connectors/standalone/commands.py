@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from connectors.api.errors import NotFoundError
+from connectors.api.errors import NotFoundError, TemplateError
 from connectors.api.resources import Connector
 from connectors.auth import tokens
 from connectors.auth.keys import KeyRing
@@ -54,17 +55,19 @@ class Place:
 def issue_token(
     place: Place,
     namespace: str,
-    name: str,
+    names: Sequence[str],
     *,
     ttl_seconds: int,
     scopes: tuple[str, ...] = tokens.ALL_SCOPES,
 ) -> str:
-    connector = place.connector(namespace, name)
-    audience = connector_url(place.state.require_server_url(), namespace, name)
+    """A token for the named connectors: one audience each, as the CSI driver mints one
+    token for every connector of a volume (so one `.netrc` entry serves them all)."""
+    members = [place.connector(namespace, name) for name in names]
+    server_url = place.state.require_server_url()
     return tokens.issue(
         KeyRing(place.state.keys),
-        audience=audience,
-        subject=f"standalone:{render.username_for(connector)}",
+        audience=[connector_url(server_url, namespace, m.name) for m in members],
+        subject="standalone:" + ",".join(render.username_for(m) for m in members),
         ttl_seconds=ttl_seconds,
         scopes=scopes,
     )
@@ -84,21 +87,40 @@ def rotate_keys(place: Place, *, retire_now: bool) -> tuple[str, list[str]]:
 
 
 def render_files(
-    place: Place, namespace: str, name: str, configurations: list[str], *, ttl_seconds: int
+    place: Place,
+    namespace: str,
+    names: Sequence[str],
+    configurations: list[str],
+    *,
+    ttl_seconds: int,
 ) -> dict[str, str]:
-    """Every file of the named configurations, holding a fresh token."""
-    connector = place.connector(namespace, name)
+    """Every file of the named configurations, each connector with a fresh token: the first
+    connector is the default one, the others are added as the CSI driver adds the other
+    connectors of one volume (extra indexes, more `.pypirc` sections, one `.netrc`)."""
+    members = [place.connector(namespace, name) for name in names]
     snapshot = place.snapshot()
-    cls = snapshot.classes.get(connector.spec.connector_class_name)
+    class_name = members[0].spec.connector_class_name
+    cls = snapshot.classes.get(class_name)
     if cls is None:
-        raise NotFoundError(f"ConnectorClass {connector.spec.connector_class_name} not found")
-    token = issue_token(place, namespace, name, ttl_seconds=ttl_seconds)
-    context = render.RenderContext(
-        proxy_url=connector_url(place.state.require_server_url(), namespace, name), token=token
-    )
+        raise NotFoundError(f"ConnectorClass {class_name} not found")
+    for other in members[1:]:
+        if other.spec.connector_class_name != class_name:
+            raise TemplateError(
+                f"connector {namespace}/{other.name} is of class "
+                f"{other.spec.connector_class_name}, not {class_name}: render it separately"
+            )
+    server_url = place.state.require_server_url()
+    token = issue_token(place, namespace, names, ttl_seconds=ttl_seconds)
+    contexts = [
+        render.RenderContext(connector_url(server_url, namespace, member.name), token)
+        for member in members
+    ]
+    others = list(zip(members[1:], contexts[1:], strict=True))
     files: dict[str, str] = {}
     for configuration in configurations:
-        files.update(render.render_configuration(connector, cls, configuration, context))
+        files.update(
+            render.render_configuration(members[0], cls, configuration, contexts[0], others=others)
+        )
     return files
 
 

@@ -127,7 +127,7 @@ async def _client_side(work: Path, place: commands.Place) -> dict[str, str]:
     step(4, "Uploading with twine through the proxy, using the rendered .pypirc")
     client = work / "client"
     files = commands.render_files(
-        place, NAMESPACE, CONNECTOR, ["pypirc", "pipconf"], ttl_seconds=30 * 60
+        place, NAMESPACE, [CONNECTOR], ["pypirc", "pipconf"], ttl_seconds=30 * 60
     )
     commands.write_files(client, files)
     dists = sorted(str(p) for p in (project / "dist").iterdir())
