@@ -63,9 +63,7 @@ class Tenants:
         return time.monotonic() - started
 
     def audit_lines(self) -> list[dict[str, Any]]:
-        marker = "connectors.audit: "
-        text = self.server.log_file.read_text(errors="replace")
-        return [json.loads(x.split(marker, 1)[1]) for x in text.splitlines() if marker in x]
+        return self.server.audit_lines()
 
     def peak_rss_mib(self) -> float:
         status = Path(f"/proc/{self.server.pid}/status").read_text()

@@ -40,3 +40,26 @@ def test_an_unreachable_registry_is_connection_failed_and_names_the_url():
 def test_a_server_error_counts_as_not_live_but_a_challenge_does():
     assert not evaluate.liveness_condition(ProbeOutcome(url="u", status=503)).is_true
     assert evaluate.liveness_condition(ProbeOutcome(url="u", status=401)).is_true
+
+
+def test_an_empty_upload_judges_credentials_where_reading_needs_none():
+    def judged(status: int | None) -> tuple[Status, str]:
+        check = ProbeOutcome(url="http://r/", status=status, error="" if status else "refused")
+        cond = evaluate.upload_check_condition("http://r/simple/", check)
+        return cond.status, cond.reason
+
+    assert judged(400) == (Status.TRUE, "")  # refused the missing file, after the password
+    assert judged(401) == (Status.FALSE, Reason.AUTHENTICATION_FAILED)
+    assert judged(403) == (Status.FALSE, Reason.AUTHENTICATION_FAILED)
+    for inconclusive in (404, 405, 500, None):
+        assert judged(inconclusive) == (Status.UNKNOWN, Reason.ANONYMOUS_READ)
+
+
+def test_ready_does_not_wait_for_credentials_nothing_could_check_but_does_for_others():
+    unverified = evaluate.upload_check_condition(
+        "http://r/simple/", ProbeOutcome(url="http://r/", status=405)
+    )
+    others = (evaluate.class_condition("pypi", True), evaluate.proxy_condition("http://p", ""))
+    assert evaluate.ready_condition((*others, unverified)).status is Status.TRUE
+    not_checked = evaluate.not_checked(ConditionType.AUTH_READY, "no usable Secret")
+    assert evaluate.ready_condition((*others, not_checked)).status is Status.FALSE

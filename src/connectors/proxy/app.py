@@ -179,6 +179,9 @@ def _record(request: web.Request, response: web.StreamResponse | None, duration:
                 "bytes_in": request.content.total_bytes,
                 "bytes_out": sent,
                 "cache": cached,
+                # The client was sent off the hosts the connector covers (a registry's
+                # fallback to PyPI, say) and will fetch from there, around the proxy.
+                "redirect": request.get(forwarding.REDIRECTED_OFF_HOST, ""),
                 "duration_ms": round(duration * 1000, 1),
             }
         )

@@ -17,6 +17,7 @@ import asyncio
 import dataclasses
 import functools
 import logging
+from urllib.parse import urlsplit
 
 import aiohttp
 import yarl
@@ -77,6 +78,8 @@ RESPONSE_HEADERS = frozenset(
 # The audit line reads these; they live with the code that sends answers.
 UPSTREAM_ERROR = sending.UPSTREAM_ERROR
 BODY_BYTES_SENT = sending.BODY_BYTES_SENT
+# The origin an answer redirected the client to, off the hosts the connector covers.
+REDIRECTED_OFF_HOST = "connectors.redirected_off_host"
 error_response = sending.error_response
 
 
@@ -136,8 +139,11 @@ def _request_headers(
 
 
 def _response_headers(
-    upstream: aiohttp.ClientResponse, target: Target, client_base: str
+    request: web.Request, upstream: aiohttp.ClientResponse, target: Target, client_base: str
 ) -> dict[str, str]:
+    """The registry's headers a client may see, with a redirect's target on the proxy when
+    the connector covers it; one it does not cover is passed on and noted for the audit
+    line, since the client will leave the proxy to follow it."""
     headers: dict[str, str] = {}
     for key, value in upstream.headers.items():
         lower = key.lower()
@@ -148,7 +154,11 @@ def _response_headers(
                 absolute = str(upstream.url.join(yarl.URL(value)))
             except ValueError as exc:
                 raise RegistryDataError("the registry redirected to an unreadable URL") from exc
-            headers[key] = target.link_map.to_client(absolute, client_base) or value
+            on_proxy = target.link_map.to_client(absolute, client_base)
+            if on_proxy is None:
+                parts = urlsplit(absolute)
+                request[REDIRECTED_OFF_HOST] = f"{parts.scheme}://{parts.netloc}"
+            headers[key] = on_proxy or value
         else:
             headers[key] = value
     return headers
@@ -328,7 +338,7 @@ async def _exchange(
             checked = await cachedfiles.relayed(
                 request,
                 upstream,
-                _response_headers(upstream, target, client_base),
+                _response_headers(request, upstream, target, client_base),
                 fill,
                 whole_body_bytes=settings.whole_body_bytes,
                 chunk_bytes=settings.chunk_bytes,
@@ -365,7 +375,7 @@ async def _exchange(
             )
             if not is_page and known is not None:
                 return await pages.send_known(request, known, page_context)
-            headers = _response_headers(upstream, target, client_base)
+            headers = _response_headers(request, upstream, target, client_base)
             return await pages.rewritten(request, upstream, headers, page_context)
         if request.method == "GET" and upstream.status in (404, 410) and resources.files:
             resources.files.page_gone(target.cache_scope, destination.url)
@@ -391,7 +401,7 @@ async def _passed_on(
     settings: ForwardSettings,
 ) -> web.StreamResponse:
     """The registry's answer as it is: small bodies whole, others streamed or spliced."""
-    headers = _response_headers(upstream, target, client_base)
+    headers = _response_headers(request, upstream, target, client_base)
     if _small(request, upstream, settings):
         with resources.budget.holding(target.connector.namespace) as held:
             if held.try_take(upstream.content_length or 0):

@@ -8,6 +8,11 @@ project it lists, and that project's page (its first 2 MiB), each asked once per
 reconcile pass with the connector's credentials, on its own host only, redirects not
 followed. Covered: the connector's own host, and each address extension (its own or the
 class's defaults).
+
+A registry may also redirect a project it does not hold to another index (pypiserver does
+so to PyPI unless started with --disable-fallback): clients follow, and install from the
+internet what they meant to take from the registry. The look asks for one project no
+registry holds and reports where such a redirect leads.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
+import secrets
 import ssl
 from urllib.parse import urljoin, urlsplit
 
@@ -37,6 +43,9 @@ class Coverage:
     page: str = ""
     uncovered: tuple[str, ...] = ()
     why: str = ""
+    # Where the registry sends a client asking for a project it does not hold, when that
+    # is off the hosts the connector covers: (the URL asked, the origin it redirects to).
+    redirect: tuple[str, str] | None = None
 
 
 def covered(url: str, address: str, extensions: list[AddressExtension]) -> bool:
@@ -67,16 +76,52 @@ async def look(
     index = await read(index_url, MAX_INDEX_BYTES)
     if index is None:
         return Coverage(why="the simple index could not be read")
+    absent = f"{index_url.rstrip('/')}/connectors-absent-{secrets.token_hex(4)}/"
+    elsewhere = await _redirected(session, absent, credentials, tls, timeout_seconds)
+    redirect = (
+        (absent, _origin_text(elsewhere))
+        if elsewhere and not covered(elsewhere, address, extensions)
+        else None
+    )
     projects = [urljoin(index_url, h.decode("ascii", "replace")) for h in _HREF.findall(index)]
     project = next((p for p in projects if _origin(p) == _origin(address)), None)
     if project is None:
-        return Coverage(why="the simple index lists no project yet")
+        return Coverage(why="the simple index lists no project yet", redirect=redirect)
     page = await read(project, MAX_PAGE_BYTES)
     if page is None:
-        return Coverage(why="the first project's page could not be read")
+        return Coverage(why="the first project's page could not be read", redirect=redirect)
     files = {urljoin(project, h.decode("ascii", "replace")) for h in _HREF.findall(page)}
     hosts = {_origin_text(f) for f in files if not covered(f, address, extensions)}
-    return Coverage(page=urlsplit(project).path, uncovered=tuple(sorted(h for h in hosts if h)))
+    return Coverage(
+        page=urlsplit(project).path,
+        uncovered=tuple(sorted(h for h in hosts if h)),
+        redirect=redirect,
+    )
+
+
+async def _redirected(
+    session: aiohttp.ClientSession,
+    url: str,
+    credentials: BasicCredentials | None,
+    tls: ssl.SSLContext,
+    timeout_seconds: float,
+) -> str | None:
+    """The absolute URL a redirect answer to `url` points at, or None for any other answer."""
+    headers = {"Accept": "text/html"}
+    if credentials is not None:
+        headers["Authorization"] = credentials.authorization()
+    try:
+        async with session.get(
+            url, headers=headers, allow_redirects=False,
+            ssl=tls if url.startswith("https:") else True,
+            timeout=aiohttp.ClientTimeout(total=timeout_seconds),
+        ) as response:  # fmt: skip
+            location = response.headers.get("Location", "")
+            if not 300 <= response.status < 400 or not location:
+                return None
+            return urljoin(url, location[:4096])
+    except (TimeoutError, aiohttp.ClientError, ValueError):
+        return None
 
 
 async def _read(

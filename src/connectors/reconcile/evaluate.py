@@ -85,13 +85,24 @@ def liveness_condition(outcome: ProbeOutcome | None) -> Condition:
         )
     # Any answer short of a server error or a missing index shows a live registry; an
     # authentication challenge is expected before credentials are sent.
-    if status >= 500 or status == 404:
+    if status in (404, 410):
+        return _false(ConditionType.LIVENESS_READY, Reason.CONNECTION_FAILED, _no_index(outcome))
+    if status >= 500:
         return _false(
             ConditionType.LIVENESS_READY,
             Reason.CONNECTION_FAILED,
             f"{outcome.url} answered HTTP {status}: check spec.address",
         )
     return _true(ConditionType.LIVENESS_READY)
+
+
+def _no_index(outcome: ProbeOutcome) -> str:
+    # A wrong index path, not a wrong password: the natural first try for devpi.
+    return (
+        f"{outcome.url} answered HTTP {outcome.status}: there is no package index at this "
+        "path; check spec.address, and the simplePath param for a registry that serves "
+        "its index elsewhere (devpi: +simple)"
+    )
 
 
 def auth_condition(outcome: ProbeOutcome | None) -> Condition:
@@ -117,14 +128,7 @@ def auth_condition(outcome: ProbeOutcome | None) -> Condition:
             " fix the username or password in the Secret",
         )
     if outcome.status in (404, 410):
-        # No index there: the address or the index path is wrong, not the password.
-        return _false(
-            ConditionType.AUTH_READY,
-            Reason.CONNECTION_FAILED,
-            f"{outcome.url} answered HTTP {outcome.status}: there is no package index at "
-            "this path; check spec.address, and the simplePath param for a registry that "
-            "serves its index elsewhere (devpi: +simple)",
-        )
+        return _false(ConditionType.AUTH_READY, Reason.CONNECTION_FAILED, _no_index(outcome))
     return _false(
         ConditionType.AUTH_READY,
         Reason.AUTHENTICATION_FAILED,
@@ -132,25 +136,67 @@ def auth_condition(outcome: ProbeOutcome | None) -> Condition:
     )
 
 
+def upload_check_condition(read_url: str, check: ProbeOutcome) -> Condition:
+    """AuthReady for a registry that answered the credential check without credentials
+    too, judged by an upload of nothing (`probes.run_upload_check`)."""
+    anonymous = f"{read_url} answers without credentials, so they were checked with an empty upload"
+    if check.status is not None and check.status in (401, 403):
+        return _false(
+            ConditionType.AUTH_READY,
+            Reason.AUTHENTICATION_FAILED,
+            f"{anonymous}, which {check.url} refused (HTTP {check.status}): the password "
+            "in the Secret is wrong, or its user may not upload here; installs work, "
+            "uploads will fail until the Secret is fixed",
+        )
+    if check.status is not None and 400 <= check.status < 500 and check.status not in (404, 405):
+        return _true(
+            ConditionType.AUTH_READY,
+            f"{anonymous}: {check.url} accepted them (refusing the missing file, "
+            f"HTTP {check.status})",
+        )
+    answer = f"HTTP {check.status}" if check.status is not None else check.error
+    return Condition(
+        type=ConditionType.AUTH_READY,
+        status=Status.UNKNOWN,
+        reason=Reason.ANONYMOUS_READ,
+        message=(
+            f"the credentials are not verified: {read_url} answers without them, and an "
+            f"empty upload to {check.url} could not tell ({answer}); they are first used "
+            "by an upload"
+        ),
+        severity="Warning",
+    )
+
+
 def links_condition(found: Coverage) -> Condition:
     """Informational (Ready does not depend on it): whether downloads stay on the proxy."""
-    if not found.page:
-        return not_checked(ConditionType.LINKS_COVERED, found.why)
-    if not found.uncovered:
-        return _true(
-            ConditionType.LINKS_COVERED,
-            f"the files {found.page} links to are all on hosts this connector covers",
+    warnings = []
+    if found.redirect is not None:
+        asked, origin = found.redirect
+        warnings.append(
+            f"{asked}, a project the registry does not hold, redirects to {origin}: clients "
+            "follow it and install such names from there, around the proxy and this "
+            "registry (pypiserver: start it with --disable-fallback)"
         )
-    return Condition(
-        type=ConditionType.LINKS_COVERED,
-        status=Status.FALSE,
-        reason=Reason.UNCOVERED_LINKS,
-        message=(
+    if found.uncovered:
+        warnings.append(
             f"{found.page} links to files on {', '.join(found.uncovered)}, which this "
             "connector does not cover: clients download those directly, around the proxy; "
             "name the hosts in spec.addressExtensions to keep downloads on it"
-        ),
-        severity="Warning",
+        )
+    if warnings:
+        return Condition(
+            type=ConditionType.LINKS_COVERED,
+            status=Status.FALSE,
+            reason=Reason.OFF_HOST_REDIRECT if found.redirect else Reason.UNCOVERED_LINKS,
+            message="; and ".join(warnings),
+            severity="Warning",
+        )
+    if not found.page:
+        return not_checked(ConditionType.LINKS_COVERED, found.why)
+    return _true(
+        ConditionType.LINKS_COVERED,
+        f"the files {found.page} links to are all on hosts this connector covers",
     )
 
 
@@ -178,12 +224,13 @@ def ca_condition(problem: CredentialsProblem | None) -> Condition:
 
 
 def ready_condition(conditions: tuple[Condition, ...]) -> Condition:
-    """Ready is True when every condition it depends on is; else it carries the first
-    failing one's reason and message."""
+    """Ready is True when every condition it depends on is (an AuthReady that could only
+    say AnonymousRead does not hold it back); else it carries the first failing one's
+    reason and message."""
     by_type = {c.type: c for c in conditions}
     for type_ in READY_DEPENDS_ON:
         cond = by_type.get(type_)
-        if cond is None or cond.is_true:
+        if cond is None or cond.is_true or cond.reason == Reason.ANONYMOUS_READ:
             continue
         return Condition(
             type=ConditionType.READY,

@@ -58,18 +58,52 @@ async def run_http_probe(
     headers = {h.name: h.value for h in probe.http_headers}
     if credentials is not None:
         headers["Authorization"] = credentials.authorization()
+    return await _ask(
+        session, probe.method, url, headers=headers, form=None, tls=tls, seconds=timeout_seconds
+    )
+
+
+async def run_upload_check(
+    session: aiohttp.ClientSession,
+    url: str,
+    *,
+    credentials: BasicCredentials,
+    tls: ssl.SSLContext,
+    timeout_seconds: float,
+) -> ProbeOutcome:
+    """Send the PyPI upload action with no file to `url`: a registry that reads without
+    credentials still checks them before an upload, and refuses the empty one (400) only
+    after accepting them; nothing is stored."""
+    headers = {"Authorization": credentials.authorization()}
+    form = {":action": "file_upload", "protocol_version": "1"}
+    return await _ask(
+        session, "POST", url, headers=headers, form=form, tls=tls, seconds=timeout_seconds
+    )
+
+
+async def _ask(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    *,
+    headers: dict[str, str],
+    form: dict[str, str] | None,
+    tls: ssl.SSLContext,
+    seconds: float,
+) -> ProbeOutcome:
     try:
         async with session.request(
-            probe.method,
+            method,
             url,
             headers=headers,
+            data=form,
             allow_redirects=False,
             ssl=tls if url.startswith("https:") else True,
-            timeout=aiohttp.ClientTimeout(total=timeout_seconds),
+            timeout=aiohttp.ClientTimeout(total=seconds),
         ) as response:
             return ProbeOutcome(url=url, status=response.status)
     except TimeoutError:
-        return ProbeOutcome(url=url, error=f"no answer within {timeout_seconds:g}s")
+        return ProbeOutcome(url=url, error=f"no answer within {seconds:g}s")
     except aiohttp.ClientConnectorError as exc:
         return ProbeOutcome(url=url, error=_describe_connect_error(exc))
     except aiohttp.ClientError as exc:

@@ -129,7 +129,19 @@ async def _check_registry(
             session=session,
             settings=settings,
         )
-        conditions.append(evaluate.auth_condition(outcome))
+        condition = evaluate.auth_condition(outcome)
+        if condition.is_true and outcome is not None and credentials is not None:
+            condition = await _exercise_credentials(
+                connector,
+                cls,
+                checked=outcome,
+                liveness=liveness,
+                credentials=credentials,
+                tls=tls,
+                session=session,
+                settings=settings,
+            )
+        conditions.append(condition)
     if cls.spec.proxy is not None and cls.spec.proxy.protocol == "pypi":
         reachable = all(c.is_true for c in conditions[-2:])  # liveness and auth
         found = (
@@ -146,6 +158,40 @@ async def _check_registry(
         )
         conditions.append(evaluate.links_condition(found))
     return conditions
+
+
+async def _exercise_credentials(
+    connector: Connector,
+    cls: ConnectorClass,
+    *,
+    checked: ProbeOutcome,
+    liveness: ProbeOutcome | None,
+    credentials: upstream.BasicCredentials,
+    tls: ssl.SSLContext,
+    session: aiohttp.ClientSession,
+    settings: ReconcileSettings,
+) -> Condition:
+    """AuthReady after the credential check passed. Where the registry answers that check
+    without credentials too (devpi, pypiserver reading anonymously), a pass proves nothing,
+    so a PyPI registry is asked to take an empty upload; other protocols say Unknown."""
+    if liveness is None or liveness.url != checked.url or not _success(liveness):
+        return evaluate.auth_condition(checked)
+    if cls.spec.proxy is None or cls.spec.proxy.protocol != "pypi":
+        return evaluate.upload_check_condition(
+            checked.url, ProbeOutcome(url=checked.url, error="no upload check for this class")
+        )
+    upload = await probes.run_upload_check(
+        session,
+        connector.spec.address.rstrip("/") + "/",
+        credentials=credentials,
+        tls=tls,
+        timeout_seconds=settings.probe_timeout_seconds,
+    )
+    return evaluate.upload_check_condition(checked.url, upload)
+
+
+def _success(outcome: ProbeOutcome) -> bool:
+    return outcome.status is not None and 200 <= outcome.status < 300
 
 
 async def _look_at_links(

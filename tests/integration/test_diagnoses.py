@@ -1,0 +1,121 @@
+"""Conditions that name the cause, each with a real registry misconfigured the way a user
+would do it: devpi without its `+simple` path, a wrong password where reading needs none
+(devpi, pypiserver with `-a update`), and pypiserver's default fallback to PyPI."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from connectors.standalone import localregistry
+from connectors.standalone.localregistry import LocalRegistry
+from tests.support import clients, wire
+from tests.support.standalone import Standalone, connector_manifest, secret_manifest
+from tests.support.wheels import make_wheel
+
+NS = "diagnoses"
+
+
+@pytest.fixture(scope="module")
+def anonymous_reads(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRegistry]:
+    """pypiserver that asks a password for uploads only."""
+    with localregistry.pypiserver(
+        tmp_path_factory.mktemp("anonymous"), authenticate="update"
+    ) as registry:
+        yield registry
+
+
+@pytest.fixture(scope="module")
+def falls_back(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRegistry]:
+    """pypiserver as it starts by default: names it lacks redirect to PyPI."""
+    with localregistry.pypiserver(tmp_path_factory.mktemp("fallback"), fallback=True) as registry:
+        yield registry
+
+
+def condition(server: Standalone, name: str, type_: str) -> dict[str, Any]:
+    row = server.status_row(NS, name)
+    assert row is not None
+    return next(c for c in row["status"]["conditions"] if c["type"] == type_)
+
+
+def connect(server: Standalone, name: str, registry: LocalRegistry, password: str, **kw: Any):
+    server.write(
+        NS,
+        f"{name}.yaml",
+        secret_manifest(f"{name}-secret", registry.username, password),
+        connector_manifest(name, registry.url, secret=f"{name}-secret", **kw),
+    )
+
+
+def test_devpi_without_its_simple_path_is_connection_failed_with_the_hint(
+    standalone: Standalone, devpi_registry: LocalRegistry
+):
+    connect(standalone, "nopath", devpi_registry, devpi_registry.password)
+    ready = standalone.wait_ready(NS, "nopath", status="False", reason="ConnectionFailed")
+    assert "there is no package index at this path" in ready["message"]
+    assert "simplePath" in ready["message"] and "devpi: +simple" in ready["message"]
+
+
+@pytest.mark.parametrize("registry", ["devpi", "pypiserver"])
+def test_a_wrong_password_where_reading_needs_none_is_authentication_failed(
+    standalone: Standalone,
+    devpi_registry: LocalRegistry,
+    anonymous_reads: LocalRegistry,
+    registry: str,
+    tmp_path: Path,
+):
+    target = devpi_registry if registry == "devpi" else anonymous_reads
+    params = {"simplePath": "+simple"} if registry == "devpi" else None
+    name = f"wrong-{registry}"
+    connect(standalone, name, target, "not-the-password", params=params)
+    ready = standalone.wait_ready(NS, name, status="False", reason="AuthenticationFailed")
+    assert (
+        "answers without credentials, so they were checked with an empty upload"
+        in (ready["message"])
+    )
+    assert "the password in the Secret is wrong" in ready["message"]
+
+    # An upload through the proxy fails, and the 502 points at the condition that says why.
+    wheel = make_wheel(tmp_path / "dist", "refused-upload", "1.0", payload=b"x")
+    standalone.render(NS, name, "pypirc", into=tmp_path)
+    upload = clients.twine_upload(tmp_path / ".pypirc", wheel)
+    assert upload.returncode != 0
+    if registry == "devpi":  # devpi says 401: the proxy turns it into a 502 naming AuthReady
+        assert "502" in upload.stdout + upload.stderr
+        auth = condition(standalone, name, "AuthReady")
+        assert auth["reason"] == "AuthenticationFailed" and "empty upload" in auth["message"]
+
+    connect(standalone, name, target, target.password, params=params)
+    standalone.wait_ready(NS, name)
+    auth = condition(standalone, name, "AuthReady")
+    assert auth["status"] == "True"
+    assert "accepted them" in auth["message"]
+
+
+def test_a_registry_that_redirects_names_it_lacks_off_host_is_reported(
+    standalone: Standalone, falls_back: LocalRegistry
+):
+    connect(standalone, "fallback", falls_back, falls_back.password)
+    standalone.wait_ready(NS, "fallback")
+    links = condition(standalone, "fallback", "LinksCovered")
+    assert (links["status"], links["reason"]) == ("False", "OffHostRedirect")
+    assert "redirects to https://pypi.org" in links["message"]
+    assert "--disable-fallback" in links["message"]
+
+    # A client asking for a name the registry lacks is sent to PyPI: the audit line says so.
+    token = standalone.token(NS, "fallback")
+    url = f"{standalone.connector_url(NS, 'fallback')}/simple/not-in-the-registry/"
+    reply = wire.request("GET", url, headers=wire.basic(token))
+    assert reply.status in (301, 302, 303, 307, 308)
+    assert (reply.header("Location") or "").startswith("https://pypi.org/")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # the line is written as the answer ends
+        lines = [x for x in standalone.audit_lines() if x["path"].endswith("/not-in-the-registry/")]
+        if lines:
+            break
+        time.sleep(0.1)
+    assert lines and lines[-1]["redirect"] == "https://pypi.org"
