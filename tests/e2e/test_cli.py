@@ -83,7 +83,10 @@ def test_render_writes_owner_only_files(served: Standalone, tmp_path: Path):
 def test_render_of_an_unknown_configuration_names_the_known_ones(served: Standalone):
     result = cli("render", "mirror", "-c", "gradle", place=served)
     assert result.returncode == 1
-    assert "has no configuration 'gradle' (it has: pipconf, pypirc, uvtoml, netrc)" in result.stderr
+    assert (
+        "has no configuration 'gradle' (it has: pipconf, pypirc, uvtoml, poetry, pdm, hatch, netrc)"
+        in result.stderr
+    )
 
 
 def test_unknown_connector_is_a_clear_error(served: Standalone):

@@ -240,7 +240,7 @@ def test_the_registry_password_reaches_nothing_a_client_or_operator_sees(
         ("GET", "/simple/nope/", wire.basic(token)),
     ]:
         wire.request(method, base + path, headers=headers)
-    seed.render(NS, NAME, "pipconf", "pypirc", "uvtoml", "netrc")
+    seed.render(NS, NAME, "pipconf", "pypirc", "uvtoml", "poetry", "pdm", "hatch", "netrc")
     seed.get_connectors(NS)
     assert seed.leaked_places() == []
     # The scan is not blind: the password is found where it is meant to be.

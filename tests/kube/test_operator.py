@@ -105,7 +105,15 @@ def test_the_builtin_pypi_class_is_installed_by_the_operator(
             break
         time.sleep(0.25)
     spec = kube_cluster.kubectl_json("get", "connectorclass", "pypi")["spec"]
-    assert [c["name"] for c in spec["configurations"]] == ["pipconf", "pypirc", "uvtoml", "netrc"]  # type: ignore[index]
+    assert [c["name"] for c in spec["configurations"]] == [
+        "pipconf",
+        "pypirc",
+        "uvtoml",
+        "poetry",
+        "pdm",
+        "hatch",
+        "netrc",
+    ]  # type: ignore[index]
 
 
 def test_a_wrong_password_fails_auth_until_the_secret_is_fixed(

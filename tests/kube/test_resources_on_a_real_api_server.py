@@ -169,7 +169,7 @@ def test_the_builtin_pypi_class_applies_as_a_connectorclass(kube_cluster: TestCl
     spec = applied["spec"]
     assert isinstance(spec, dict)
     names = [c["name"] for c in spec["configurations"]]
-    assert names == ["pipconf", "pypirc", "uvtoml", "netrc"]
+    assert names == ["pipconf", "pypirc", "uvtoml", "poetry", "pdm", "hatch", "netrc"]
     assert spec["proxy"] == {"protocol": "pypi"}
 
 

@@ -6,6 +6,7 @@ PIP_FIND_LINKS, which would let pip find packages without the proxy).
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,8 @@ from connectors.standalone.demo import client_environment
 from tests.support import leaks
 
 BIN = Path(sys.executable).parent
+# poetry, pdm and hatch, each in its own virtualenv (scripts/install-clients).
+TOOLS = Path(os.environ.get("CONNECTORS_CLIENTS", "/nonexistent")) / "bin"
 
 
 def run(

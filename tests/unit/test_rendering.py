@@ -74,7 +74,9 @@ def test_pypirc_matches_the_seed():
 
 
 def test_an_unknown_configuration_names_the_ones_there_are():
-    with pytest.raises(NotFoundError, match=r"it has: pipconf, pypirc, uvtoml, netrc"):
+    with pytest.raises(
+        NotFoundError, match=r"it has: pipconf, pypirc, uvtoml, poetry, pdm, hatch, netrc"
+    ):
         rendered("gradle")
 
 

@@ -178,12 +178,14 @@ async def _client_side(work: Path, place: commands.Place) -> dict[str, str]:
 
 
 def client_environment() -> dict[str, str]:
-    """This process's environment without pip/uv/twine settings of the machine, so the
-    clients use only the rendered files (a machine-wide find-links could bypass the proxy)."""
+    """This process's environment without the package clients' settings of the machine, so
+    the clients use only the rendered files (a machine-wide find-links could bypass the
+    proxy)."""
+    clients = ("PIP_", "UV_", "TWINE_", "POETRY_", "PDM_", "HATCH_")
     return {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith(("PIP_", "UV_", "TWINE_")) and key != "NO_COLOR"
+        if not key.startswith(clients) and key not in ("NO_COLOR", "NETRC")
     } | {"NO_COLOR": "1"}
 
 
