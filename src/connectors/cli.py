@@ -323,7 +323,13 @@ def _add_cluster_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
     prx.add_argument(
         "--metrics-listen",
         default="0.0.0.0:9090",
-        help="HOST:PORT for /metrics and the status page at /",
+        help="HOST:PORT for /metrics (and the status page, with --status-page)",
+    )
+    prx.add_argument(
+        "--status-page",
+        action="store_true",
+        help="serve the status page at / on the metrics port: it shows every namespace's "
+        "connectors and recent requests, so fence that port off first",
     )
     prx.add_argument("--cluster-domain", default="cluster.local")
     _add_upstream_timeout(prx)
@@ -523,6 +529,7 @@ def _proxy(args: argparse.Namespace) -> int:
         clients=_client_limits(args),
         tls_cert_file=args.tls_cert_file,
         tls_key_file=args.tls_key_file,
+        status_page=args.status_page,
     )
     config = kube_config.load(args.kubeconfig)
     _run_fast(_until_signalled(lambda stop: cluster.run(config, options, stop)))

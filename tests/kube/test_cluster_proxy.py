@@ -139,7 +139,7 @@ def setup(
     proxy = ComponentProcess(
         cluster, workdir, "proxy", "connectors-proxy", DEPLOY / "proxy" / "rbac.yaml",
         "--listen", f"127.0.0.1:{port}", "--metrics-listen", f"127.0.0.1:{metrics_port}",
-        "--decision-ttl", "3", "--authorization", "rbac",
+        "--decision-ttl", "3", "--authorization", "rbac", "--status-page",
     ).start()  # fmt: skip
     wait_ready(f"http://127.0.0.1:{port}")
     yield Setup(cluster, proxy, pypi_registry, port, metrics_port, workdir)
@@ -298,8 +298,10 @@ def test_each_request_leaves_an_audit_line_without_the_token(setup: Setup):
         "token": hashlib.sha256(token.encode()).hexdigest()[:12], "client": "127.0.0.1",
         "path": f"/namespaces/{NS}/connectors/{NAME}/simple/audited/",
         "status": reply.status, "bytes_in": 0, "bytes_out": len(reply.body), "cache": "",
-        "duration_ms": line["duration_ms"],
+        "duration_ms": line["duration_ms"], "request": line["request"], "redirect": "",
+        "error": line["error"],
     }  # fmt: skip
+    assert len(line["request"]) == 12
     assert line["status"] in (200, 404)
     assert token not in setup.proxy.log()
 
@@ -496,3 +498,14 @@ def test_by_default_a_kube_public_connector_is_cluster_level_for_downloads(
     )
     assert upload.status == 403  # publishing to a cluster-shared registry needs the grant
     cluster.kubectl("delete", "connector", NAME, "-n", "kube-public", "--wait=false")
+
+
+def test_the_status_page_is_served_only_when_asked_for(setup: Setup, namespace_mode: Setup):
+    token = setup.token("reader")
+    wire.request("GET", setup.base() + "/simple/seen-on-the-page/", headers=wire.basic(token))
+    page = wire.request("GET", f"http://127.0.0.1:{setup.metrics_port}/")
+    assert page.status == 200
+    assert f"{NS}/{NAME}".encode() in page.body and b"seen-on-the-page" in page.body
+    assert token.encode() not in page.body
+    # A proxy started without --status-page shows nobody its tenants' connectors.
+    assert wire.request("GET", f"http://127.0.0.1:{namespace_mode.metrics_port}/").status == 404

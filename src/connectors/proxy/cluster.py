@@ -3,7 +3,8 @@
 Resources come from a KubeStore (watches; no API read per request), tokens are checked by
 TokenReview and SubjectAccessReview, and each connector's audience is the address its
 Service gives it (`http(s)://c-<name>.<namespace>.svc.<domain>`, the same address the
-operator writes into `status.proxy.httpAddress`). Metrics are served on a port of their own.
+operator writes into `status.proxy.httpAddress`). Metrics and the status page are served on a
+port of their own.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from connectors.classes.builtin import builtin_classes
 from connectors.kube.client import KubeClient
 from connectors.kube.config import ClusterConfig
 from connectors.proxy import app as proxy_app
-from connectors.proxy import forwarding, routing, serving
+from connectors.proxy import forwarding, routing, serving, statuspage
 from connectors.proxy.metrics import ProxyMetrics
 from connectors.store.kubestore import KubeStore
 
@@ -42,6 +43,9 @@ class ClusterProxyOptions:
     clients: serving.ClientLimits = dataclasses.field(default_factory=serving.ClientLimits)
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
+    # The status page names every tenant's connectors, addresses and recent paths, so a
+    # shared proxy serves it only when asked to (and its port should be fenced off).
+    status_page: bool = False
 
     def tls_context(self) -> ssl.SSLContext | None:
         if self.tls_cert_file is None:
@@ -60,6 +64,16 @@ def audience_lookup(domain: str, scheme: str) -> proxy_app.AudienceFor:
         return routing.cluster_url(namespace, name, domain=domain, scheme=scheme)
 
     return audience_for
+
+
+def status_source(store: KubeStore) -> statuspage.StatusSource:
+    """The proxy runs no reconciler: the page shows the status the operator wrote."""
+    return statuspage.StatusSource(
+        store=store,
+        readiness=store.readiness,
+        conditions_from="each Connector's status as the operator last wrote it (seen through "
+        "this proxy's watch; empty until the operator has reconciled it)",
+    )
 
 
 async def run(config: ClusterConfig, options: ClusterProxyOptions, stop: asyncio.Event) -> None:
@@ -85,7 +99,11 @@ async def run(config: ClusterConfig, options: ClusterProxyOptions, stop: asyncio
         )
         runners = [
             serving.GuardedRunner(proxy_app.make_app(settings, metrics), options.clients),
-            web.AppRunner(metrics.app()),
+            web.AppRunner(
+                statuspage.admin_app(metrics, status_source(store))
+                if options.status_page
+                else metrics.app()
+            ),
         ]
         try:
             for runner, host, port, tls, what in zip(

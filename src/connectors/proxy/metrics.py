@@ -1,11 +1,13 @@
 """Prometheus metrics of the proxy, served on their own port, never beside client traffic.
 
 Each app gets its own registry (no process globals), so two proxies in one process (tests,
-standalone) count separately.
+standalone) count separately. The same object keeps the last requests answered and sums the
+cache figures for the status page (`statuspage.py`), which shares this port.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -14,8 +16,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from connectors.proxy.filecache import FileCache
+from connectors.proxy.filecache import CacheFigures, FileCache
 from connectors.proxy.pages import PageCache
+from connectors.proxy.recent import RecentRequests
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -67,6 +70,34 @@ class _StoreCollector(Collector):
             yield GaugeMetricFamily(
                 "connectors_cache_entries", "Files held by the cache of files.", figures.files
             )
+
+
+CACHE_RESULTS = ("hit", "revalidated", "miss", "refetch", "bypass")
+
+
+@dataclasses.dataclass(frozen=True)
+class CacheSummary:
+    """The caches' figures summed over every connector, as the status page shows them."""
+
+    files: CacheFigures | None  # None: the cache of files is turned off
+    requests: dict[str, int]  # by result, in CACHE_RESULTS order
+    served_bytes: int
+    fetched_bytes: int
+    pages_reused: int
+    pages_rewritten: int
+    decisions_cached: int  # token decisions answered from the decision cache
+    decisions_asked: int
+
+
+def _total(counter: Counter, by: str | None = None) -> dict[str, int]:
+    """A counter's `_total` samples summed over all labels but `by` (or over all)."""
+    sums: dict[str, int] = {}
+    for family in counter.collect():
+        for sample in family.samples:
+            if sample.name.endswith("_total"):
+                key = sample.labels.get(by, "") if by else ""
+                sums[key] = sums.get(key, 0) + int(sample.value)
+    return sums
 
 
 class ProxyMetrics:
@@ -123,6 +154,8 @@ class ProxyMetrics:
             registry=self.registry,
         )
         self.registry.register(_CacheCollector(cache_counts))
+        self._cache_counts = cache_counts
+        self.recent = RecentRequests()  # for the status page
         # Labelled children by their labels: finding one through `labels()` costs more
         # than counting, and every request counts several. Bounded as the labels are.
         self._answered: dict[tuple[str, str, int], tuple[Any, Any, Any]] = {}
@@ -156,6 +189,21 @@ class ProxyMetrics:
 
     def watch_caches(self, pages: PageCache, files: FileCache | None) -> None:
         self._stores.pages, self._stores.files = pages, files
+
+    def cache_summary(self) -> CacheSummary:
+        pages, files = self._stores.pages, self._stores.files
+        by_result = _total(self.cache_requests, by="result")
+        cached, asked = self._cache_counts()
+        return CacheSummary(
+            files=files.figures() if files is not None else None,
+            requests={result: by_result.get(result, 0) for result in CACHE_RESULTS},
+            served_bytes=_total(self.cache_served_bytes).get("", 0),
+            fetched_bytes=_total(self.cache_fetched_bytes).get("", 0),
+            pages_reused=pages.hits if pages is not None else 0,
+            pages_rewritten=pages.misses if pages is not None else 0,
+            decisions_cached=cached,
+            decisions_asked=asked,
+        )
 
     def app(self) -> web.Application:
         async def scrape(request: web.Request) -> web.Response:

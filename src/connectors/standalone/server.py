@@ -27,7 +27,7 @@ from connectors.auth.authenticator import LocalAuthenticator
 from connectors.auth.keys import KeyRing
 from connectors.classes.builtin import builtin_classes
 from connectors.proxy import app as proxy_app
-from connectors.proxy import forwarding, routing, serving
+from connectors.proxy import forwarding, routing, serving, statuspage
 from connectors.proxy.metrics import ProxyMetrics
 from connectors.reconcile import probes
 from connectors.reconcile.reconciler import ProxyInfo, ReconcileSettings, reconcile
@@ -51,7 +51,7 @@ class ServeOptions:
     host: str = "127.0.0.1"
     port: int = 8080
     advertise_url: str | None = None
-    metrics_listen: tuple[str, int] | None = None  # where to serve /metrics, if anywhere
+    metrics_listen: tuple[str, int] | None = None  # /metrics and the status page, if any
     reconcile_interval_seconds: float = DEFAULT_RECONCILE_INTERVAL_SECONDS
     reload_interval_seconds: float = 1.0
     reconcile: ReconcileSettings = ReconcileSettings()
@@ -134,7 +134,14 @@ class StandaloneServer:
         port = int(self._runner.addresses[0][1])
         self.url = advertised_base(self.options, port)
         if self.options.metrics_listen is not None:
-            self._metrics_runner = web.AppRunner(self.metrics.app())
+            source = statuspage.StatusSource(
+                store=self.store,
+                readiness=self.readiness,
+                status_of=lambda c: self.board.statuses.get(c.key, c.status),
+                conditions_from="this server's reconciler (every --reconcile-interval seconds "
+                "and on each manifest change)",
+            )
+            self._metrics_runner = web.AppRunner(statuspage.admin_app(self.metrics, source))
             await self._metrics_runner.setup()
             metrics_site = web.TCPSite(self._metrics_runner, *self.options.metrics_listen)
             await serving.listen(metrics_site, *self.options.metrics_listen, "--metrics-listen")
