@@ -119,3 +119,35 @@ def test_a_registry_that_redirects_names_it_lacks_off_host_is_reported(
             break
         time.sleep(0.1)
     assert lines and lines[-1]["redirect"] == "https://pypi.org"
+
+
+def audit_line(server: Standalone, request_id: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # the line is written as the answer ends
+        found = [x for x in server.audit_lines() if x["request"] == request_id]
+        if found:
+            return found[0]
+        time.sleep(0.1)
+    raise AssertionError(f"no audit line for request {request_id}")
+
+
+def test_every_5xx_names_the_line_and_the_condition_that_explain_it(standalone: Standalone):
+    down = f"http://127.0.0.1:{localregistry.free_port()}"  # nothing listens there
+    standalone.write(NS, "down.yaml", connector_manifest("down", down, secret=None))
+    standalone.write(NS, "lost.yaml", connector_manifest("lost", down, secret="never-made"))
+    standalone.wait_ready(NS, "down", status="False", reason="ConnectionFailed")
+    standalone.wait_ready(NS, "lost", status="False", reason="SecretNotFound")
+    for name, status, explained_by in [("down", 502, "LivenessReady"), ("lost", 503, "Ready")]:
+        url = f"{standalone.connector_url(NS, name)}/simple/"
+        reply = wire.request("GET", url, headers=wire.basic(standalone.token(NS, name)))
+        assert reply.status == status
+        explanation, last = reply.body.decode().rstrip("\n").split("\n")
+        assert f"its {explained_by} condition says" in explanation
+        request_id = last.removeprefix("request ")
+        assert audit_line(standalone, request_id)["error"] == explanation
+        # ...and that condition does explain it.
+        named = condition(standalone, name, explained_by)
+        assert named["status"] == "False"
+        assert ("cannot reach" if name == "down" else "Secret never-made not found") in (
+            named["message"]
+        )

@@ -9,8 +9,11 @@ Anything else is the registry's own answer, passed through.
 
 Every request routed to a connector leaves exactly one audit line, however it ends, with
 the bytes that really crossed the wire, the client's address and a short digest that tells
-tokens apart without revealing one. Metric labels come only from connectors that exist and
-from a fixed set of methods, so unauthenticated traffic creates no lasting series.
+tokens apart without revealing one. It has an id, and an answer the proxy made itself
+carries its explanation in the line's `error` field: every 5xx the proxy makes ends with
+that id, so the line that explains it can be found. Metric labels come only from
+connectors that exist and from a fixed set of methods, so unauthenticated traffic creates
+no lasting series.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 
@@ -73,6 +77,7 @@ ROUTE = "connectors.route"
 KNOWN = "connectors.known"  # the routed connector exists
 IDENTITY = "connectors.identity"
 TOKEN_ID = "connectors.token_id"
+REQUEST_ID = "connectors.request_id"
 
 
 def make_app(config: ProxyConfig, metrics: ProxyMetrics | None = None) -> web.Application:
@@ -134,10 +139,12 @@ async def audit(request: web.Request, handler: Handler) -> web.StreamResponse:
     """One audit line and one set of metrics per routed request, however it ends; never a
     token or a credential."""
     started = time.monotonic()
+    request[REQUEST_ID] = request_id = secrets.token_hex(6)
     response: web.StreamResponse | None = None
     try:
         response = await handler(request)
         if isinstance(response, web.Response) and not response.prepared:
+            _name_the_line(response, request_id)
             # Send it now, so that the line says what went over the wire (aiohttp lets
             # go of the body once it is written).
             body = response.body
@@ -150,12 +157,21 @@ async def audit(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = None  # the client went away before the answer was sent
         raise
     except Exception:
-        log.exception("request failed inside the proxy")
-        response = forwarding.error_response(500, "internal error in the proxy")
+        log.exception("request %s failed inside the proxy", request_id)
+        response = forwarding.error_response(
+            500, "internal error in the proxy: its log has the traceback, just before this line"
+        )
+        _name_the_line(response, request_id)
         return response
     finally:
         if request.get(ROUTE) is not None:
             _record(request, response, time.monotonic() - started)
+
+
+def _name_the_line(response: web.Response, request_id: str) -> None:
+    """End a 5xx the proxy made with the id of the audit line that explains it."""
+    if response.status >= 500 and forwarding.EXPLANATION in response:
+        response.text = f"{response.text}request {request_id}\n"
 
 
 def _record(request: web.Request, response: web.StreamResponse | None, duration: float) -> None:
@@ -167,6 +183,7 @@ def _record(request: web.Request, response: web.StreamResponse | None, duration:
     audit_log.info(
         _AUDIT_JSON.encode(
             {
+                "request": request[REQUEST_ID],
                 "connector": found.name,
                 "namespace": found.namespace,
                 "identity": identity.subject if identity else "",
@@ -182,6 +199,8 @@ def _record(request: web.Request, response: web.StreamResponse | None, duration:
                 # The client was sent off the hosts the connector covers (a registry's
                 # fallback to PyPI, say) and will fetch from there, around the proxy.
                 "redirect": request.get(forwarding.REDIRECTED_OFF_HOST, ""),
+                # What the proxy said, on an answer it made itself rather than passed on.
+                "error": response.get(forwarding.EXPLANATION, "") if response is not None else "",
                 "duration_ms": round(duration * 1000, 1),
             }
         )
@@ -190,6 +209,17 @@ def _record(request: web.Request, response: web.StreamResponse | None, duration:
     connector = f"{found.namespace}/{found.name}" if request.get(KNOWN) else NO_CONNECTOR
     method = request.method if request.method in _LABELLED_METHODS else "OTHER"
     metrics.answered(connector, method, status, sent, duration)
+    metrics.recent.add(  # the status page's view: no identity, token digest or client
+        connector=f"{found.namespace}/{found.name}",
+        known=bool(request.get(KNOWN)),
+        method=request.method,
+        path=request.raw_path,
+        status=status,
+        bytes_in=request.content.total_bytes,
+        bytes_out=sent,
+        cache=cached,
+        duration_ms=round(duration * 1000, 1),
+    )
     if cached:
         metrics.cache_requests.labels(connector, cached).inc()
         if cached == "hit":
@@ -233,7 +263,9 @@ async def handle(request: web.Request) -> web.StreamResponse:
         return denied
     if target.problem is not None:
         return forwarding.error_response(
-            503, f"connector {found.namespace}/{found.name} cannot be used now: {target.problem}"
+            503,
+            f"connector {found.namespace}/{found.name} cannot be used now: {target.problem}; "
+            "its Ready condition says the same",
         )
     destination = target.link_map.to_upstream(found.rest, query)
     if destination is None:

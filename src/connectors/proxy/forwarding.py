@@ -78,6 +78,7 @@ RESPONSE_HEADERS = frozenset(
 # The audit line reads these; they live with the code that sends answers.
 UPSTREAM_ERROR = sending.UPSTREAM_ERROR
 BODY_BYTES_SENT = sending.BODY_BYTES_SENT
+EXPLANATION = sending.EXPLANATION
 # The origin an answer redirected the client to, off the hosts the connector covers.
 REDIRECTED_OFF_HOST = "connectors.redirected_off_host"
 error_response = sending.error_response
@@ -188,7 +189,8 @@ _FAILURES: tuple[tuple[type[BaseException], _Failure], ...] = (
         _Failure(
             "connect",
             502,
-            "cannot reach the registry of connector {where} at {origin}: connection failed",
+            "cannot reach the registry of connector {where} at {origin}: connection failed; "
+            "its LivenessReady condition says what the connector's probes find",
         ),
     ),
     (
@@ -197,12 +199,18 @@ _FAILURES: tuple[tuple[type[BaseException], _Failure], ...] = (
             "timeout",
             504,
             "the registry of connector {where} did not answer in time "
-            "(connect {connect:g}s, first byte {first_byte:g}s, silence {idle:g}s)",
+            "(connect {connect:g}s, first byte {first_byte:g}s, silence {idle:g}s); "
+            "its LivenessReady condition says what the connector's probes find",
         ),
     ),
     (
         aiohttp.ClientError,
-        _Failure("protocol", 502, "the registry of connector {where} failed: {kind}"),
+        _Failure(
+            "protocol",
+            502,
+            "the registry of connector {where} broke off the exchange ({kind}); "
+            "its LivenessReady condition says what the connector's probes find",
+        ),
     ),
 )
 

@@ -22,6 +22,9 @@ UPSTREAM_ERROR = "connectors.upstream_error"
 # Body bytes that reached the client (aiohttp's own count includes the headers, and never
 # sees what splice(2) moved); the audit middleware sets it for whole responses.
 BODY_BYTES_SENT = "connectors.body_bytes_sent"
+# On a response the proxy made itself (never one passed on from a registry): what it says,
+# for the audit line, which a 5xx then names by the request's id.
+EXPLANATION = "connectors.explanation"
 # SO_LINGER on with a zero timeout: closing sends a reset, not an orderly end.
 _RESET = struct.pack("ii", 1, 0)
 
@@ -34,7 +37,9 @@ def error_response(
         headers["WWW-Authenticate"] = 'Basic realm="connectors"'
     if retry_after is not None:
         headers["Retry-After"] = str(retry_after)
-    return web.Response(status=status, text=message + "\n", headers=headers or None)
+    response = web.Response(status=status, text=message + "\n", headers=headers or None)
+    response[EXPLANATION] = message
+    return response
 
 
 async def send_whole(
