@@ -40,7 +40,7 @@ class LocalObjectReference:
 class SecretReference:
     """`spec.auth.secretRef`: Alauda's schema makes it a full ObjectReference. Only `name`
     and `namespace` mean anything here, and the namespace must be the Connector's own
-    (`reconcile/upstream.py` says so in SecretReady otherwise); the rest is accepted."""
+    (`registry/access.py` says so in SecretReady otherwise); the rest is accepted."""
 
     name: str = dataclasses.field(metadata=wire("name", required=True))
     namespace: str = dataclasses.field(default="", metadata=wire("namespace"))

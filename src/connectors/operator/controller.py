@@ -28,8 +28,8 @@ from connectors.kube import events
 from connectors.kube.client import KubeClient, resource_path
 from connectors.operator import services
 from connectors.operator.settings import OperatorSettings
-from connectors.reconcile import upstream
 from connectors.reconcile.reconciler import ProxyInfo, reconcile
+from connectors.registry import access
 from connectors.store.kubestore import KubeStore
 from connectors.supervision import Backoff, Health, describe, supervise
 
@@ -260,7 +260,7 @@ def _key(body: dict[str, Any]) -> Key:
 
 
 def _secret_names(connector: Connector) -> set[str]:
-    names = {upstream.secret_name(connector)}
+    names = {access.secret_name(connector)}
     if connector.spec.ca_cert_secret_ref is not None:
         names.add(connector.spec.ca_cert_secret_ref.name)
     return {n for n in names if n}

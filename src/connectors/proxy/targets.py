@@ -13,7 +13,7 @@ import ssl
 from connectors.api.resources import Connector, ConnectorClass
 from connectors.classes import protocols
 from connectors.proxy import filecache, links
-from connectors.reconcile import upstream
+from connectors.registry import access
 from connectors.rendering import render
 from connectors.store.base import Snapshot, Store
 
@@ -23,7 +23,7 @@ class Target:
     connector: Connector
     link_map: links.LinkMap
     protocol: protocols.ProxyProtocol
-    credentials: upstream.BasicCredentials | None
+    credentials: access.BasicCredentials | None
     problem: str | None  # why the connector cannot be served now (no usable Secret...)
     tls: ssl.SSLContext
     cache_scope: str  # where its files live in the cache of files (filecache.scope_of)
@@ -35,7 +35,7 @@ class Target:
 def build_target(connector: Connector, snapshot: Snapshot) -> Target:
     cls = snapshot.classes.get(connector.spec.connector_class_name)
     problem: str | None = None
-    credentials: upstream.BasicCredentials | None = None
+    credentials: access.BasicCredentials | None = None
     protocol = protocols.PLAIN
     params: dict[str, str] = {p.name: p.value for p in connector.spec.params}
     if cls is None:
@@ -43,13 +43,13 @@ def build_target(connector: Connector, snapshot: Snapshot) -> Target:
     else:
         params = render.effective_params(connector, cls)
         protocol = protocols.protocol_named(cls.spec.proxy.protocol if cls.spec.proxy else "")
-        found = upstream.credentials_for(connector, cls, snapshot)
-        if isinstance(found, upstream.CredentialsProblem):
+        found = access.credentials_for(connector, cls, snapshot)
+        if isinstance(found, access.CredentialsProblem):
             problem = found.message
         else:
             credentials = found
-    ca = upstream.ca_bundle_for(connector, snapshot)
-    if isinstance(ca, upstream.CredentialsProblem):
+    ca = access.ca_bundle_for(connector, snapshot)
+    if isinstance(ca, access.CredentialsProblem):
         problem = problem or ca.message
     sent = credentials.authorization() if credentials is not None else ""
     link_map = links.LinkMap(
@@ -64,7 +64,7 @@ def build_target(connector: Connector, snapshot: Snapshot) -> Target:
         protocol=protocol,
         credentials=credentials,
         problem=problem,
-        tls=upstream.ssl_context(ca if isinstance(ca, bytes) else None),
+        tls=access.ssl_context(ca if isinstance(ca, bytes) else None),
         cache_scope=filecache.scope_of(
             connector.namespace, connector.name, connector.spec.address, sent
         ),
@@ -74,7 +74,7 @@ def build_target(connector: Connector, snapshot: Snapshot) -> Target:
 def extensions_of(connector: Connector, cls: ConnectorClass | None) -> tuple[links.Extension, ...]:
     return tuple(
         links.Extension(e.name, e.url, credentialed=e.credentialed)
-        for e in upstream.address_extensions(connector, cls)
+        for e in access.address_extensions(connector, cls)
     )
 
 

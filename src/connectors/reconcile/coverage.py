@@ -26,7 +26,7 @@ from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 
-from connectors.reconcile.upstream import AddressExtension, BasicCredentials
+from connectors.registry.access import AddressExtension, BasicCredentials
 
 MAX_INDEX_BYTES = 256 * 1024
 MAX_PAGE_BYTES = 2 * 1024 * 1024

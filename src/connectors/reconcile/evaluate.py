@@ -12,7 +12,7 @@ from connectors.api.conditions import (
     Status,
 )
 from connectors.reconcile.coverage import Coverage
-from connectors.reconcile.upstream import CredentialsProblem, CredentialsResult
+from connectors.registry.access import CredentialsProblem, CredentialsResult
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,7 +12,7 @@ import aiohttp
 
 from connectors.api.resources import Connector, ConnectorClass, HTTPProbe
 from connectors.reconcile.evaluate import ProbeOutcome
-from connectors.reconcile.upstream import BasicCredentials
+from connectors.registry.access import BasicCredentials
 from connectors.rendering import render
 
 # How the reconciler names itself to registries, so their logs tell its probes from the

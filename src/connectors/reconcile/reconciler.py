@@ -22,8 +22,9 @@ from connectors.api.resources import (
     Probe,
     ProxyStatus,
 )
-from connectors.reconcile import classes, coverage, evaluate, probes, upstream
+from connectors.reconcile import classes, coverage, evaluate, probes
 from connectors.reconcile.evaluate import ProbeOutcome
+from connectors.registry import access
 from connectors.rendering import render
 from connectors.store.base import Snapshot
 
@@ -92,13 +93,13 @@ async def _check_registry(
     session: aiohttp.ClientSession,
     settings: ReconcileSettings,
 ) -> list[Condition]:
-    credentials = upstream.credentials_for(connector, cls, snapshot)
+    credentials = access.credentials_for(connector, cls, snapshot)
     conditions = [evaluate.secret_condition(credentials)]
-    ca = upstream.ca_bundle_for(connector, snapshot)
+    ca = access.ca_bundle_for(connector, snapshot)
     if connector.spec.ca_cert_secret_ref is not None:
-        problem = ca if isinstance(ca, upstream.CredentialsProblem) else None
+        problem = ca if isinstance(ca, access.CredentialsProblem) else None
         conditions.append(evaluate.ca_condition(problem))
-    tls = upstream.ssl_context(ca if isinstance(ca, bytes) else None)
+    tls = access.ssl_context(ca if isinstance(ca, bytes) else None)
 
     liveness = await _probe(
         connector,
@@ -112,7 +113,7 @@ async def _check_registry(
     conditions.append(evaluate.liveness_condition(liveness))
     auth_name = connector.spec.auth.name if connector.spec.auth else ""
     auth_probe = cls.spec.auth_probe(auth_name) if auth_name else None
-    if isinstance(credentials, upstream.CredentialsProblem):
+    if isinstance(credentials, access.CredentialsProblem):
         conditions.append(evaluate.not_checked(ConditionType.AUTH_READY, "no usable Secret"))
     elif liveness is not None and not conditions[-1].is_true:
         conditions.append(
@@ -153,7 +154,7 @@ async def _check_registry(
                 session=session,
                 settings=settings,
             )
-            if reachable and not isinstance(credentials, upstream.CredentialsProblem)
+            if reachable and not isinstance(credentials, access.CredentialsProblem)
             else coverage.Coverage(why="the registry cannot be read yet")
         )
         conditions.append(evaluate.links_condition(found))
@@ -166,7 +167,7 @@ async def _exercise_credentials(
     *,
     checked: ProbeOutcome,
     liveness: ProbeOutcome | None,
-    credentials: upstream.BasicCredentials,
+    credentials: access.BasicCredentials,
     tls: ssl.SSLContext,
     session: aiohttp.ClientSession,
     settings: ReconcileSettings,
@@ -198,7 +199,7 @@ async def _look_at_links(
     connector: Connector,
     cls: ConnectorClass,
     *,
-    credentials: upstream.CredentialsResult,
+    credentials: access.CredentialsResult,
     tls: ssl.SSLContext,
     session: aiohttp.ClientSession,
     settings: ReconcileSettings,
@@ -208,8 +209,8 @@ async def _look_at_links(
         session,
         connector.spec.address.rstrip("/") + f"/{simple}/",
         address=connector.spec.address,
-        extensions=upstream.address_extensions(connector, cls),
-        credentials=credentials if isinstance(credentials, upstream.BasicCredentials) else None,
+        extensions=access.address_extensions(connector, cls),
+        credentials=credentials if isinstance(credentials, access.BasicCredentials) else None,
         tls=tls,
         timeout_seconds=settings.probe_timeout_seconds,
     )
@@ -220,7 +221,7 @@ async def _probe(
     *,
     cls: ConnectorClass,
     probe: Probe | None,
-    credentials: upstream.BasicCredentials | None,
+    credentials: access.BasicCredentials | None,
     tls: ssl.SSLContext,
     session: aiohttp.ClientSession,
     settings: ReconcileSettings,
