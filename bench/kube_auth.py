@@ -19,10 +19,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from connectors.api import addresses
 from connectors.auth.kubeauth import KubeAuthenticator
 from connectors.kube import config as kube_config
 from connectors.kube.client import KubeClient
-from connectors.proxy import routing
 from tests.support import testcluster
 from tests.support.components import DEPLOY, account_kubeconfig
 
@@ -49,7 +49,7 @@ def measure(cluster: testcluster.TestCluster, fresh: int, cached: int) -> dict[s
     cluster.kubectl("create", "serviceaccount", "reader", "-n", NS)
     grant = ("--clusterrole=connectors-download", f"--serviceaccount={NS}:reader")
     cluster.kubectl("create", "rolebinding", "reader", "-n", NS, *grant)
-    audience = routing.cluster_url(NS, NAME)
+    audience = addresses.cluster_url(NS, NAME)
     mint = ("create", "token", "reader", "-n", NS, f"--audience={audience}")
     tokens = [cluster.kubectl(*mint).stdout.strip() for _ in range(fresh)]
     proxy_config = kube_config.load(

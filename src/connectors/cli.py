@@ -18,10 +18,11 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-from connectors.api import crds
+from connectors.api import addresses, crds
 from connectors.api.errors import ConnectorsError
 from connectors.api.resources import DEFAULT_NAMESPACE
-from connectors.auth import audiences, kubeauth, tokens
+from connectors.auth import audiences, authenticator, kubeauth, tokens
+from connectors.csi import minting  # no grpc: the defaults of `connectors csi`
 from connectors.kube import client as kube_client
 from connectors.kube import config as kube_config
 from connectors.kube import install
@@ -304,7 +305,7 @@ def _add_cluster_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
     op.add_argument("--kubeconfig", type=Path, default=None)
     op.add_argument("--proxy-service", default="connectors-proxy", help="the shared proxy Service")
     op.add_argument("--proxy-namespace", default="connectors-system")
-    op.add_argument("--cluster-domain", default="cluster.local")
+    op.add_argument("--cluster-domain", default=addresses.DEFAULT_CLUSTER_DOMAIN)
     op.add_argument(
         "--proxy-scheme",
         default="http",
@@ -331,7 +332,7 @@ def _add_cluster_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
         help="serve the status page at / on the metrics port: it shows every namespace's "
         "connectors and recent requests, so fence that port off first",
     )
-    prx.add_argument("--cluster-domain", default="cluster.local")
+    prx.add_argument("--cluster-domain", default=addresses.DEFAULT_CLUSTER_DOMAIN)
     _add_upstream_timeout(prx)
     _add_client_limits(prx)
     _add_cache(prx, default_dir="no default: without it nothing is cached")
@@ -340,7 +341,7 @@ def _add_cluster_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
     prx.add_argument(
         "--decision-ttl",
         type=float,
-        default=10.0,
+        default=authenticator.DEFAULT_DECISION_TTL_SECONDS,
         help="seconds a token decision is reused (never past the token's expiry)",
     )
     prx.add_argument(
@@ -361,7 +362,7 @@ def _add_cluster_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
     csi.add_argument(
         "--state-dir", type=Path, default=Path("/var/lib/connectors-csi"), help="per-volume records"
     )
-    csi.add_argument("--cluster-domain", default="cluster.local")
+    csi.add_argument("--cluster-domain", default=addresses.DEFAULT_CLUSTER_DOMAIN)
     _add_workload_audience(csi)
     csi.add_argument(
         "--mint-tokens",
@@ -371,9 +372,15 @@ def _add_cluster_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
         "docs/security.md)",
     )
     csi.add_argument(
+        "--proxy-scheme",
+        choices=["http", "https"],
+        default="http",
+        help="how the proxy serves clients: the scheme of the audience of tokens it mints",
+    )
+    csi.add_argument(
         "--refresh-fraction",
         type=float,
-        default=0.8,
+        default=minting.DEFAULT_REFRESH_FRACTION,
         help="share of a minted token's life after which a republish mints a new one",
     )
 
@@ -547,6 +554,7 @@ def _csi(args: argparse.Namespace) -> int:
         state_dir=args.state_dir,
         workload_audience=args.workload_audience,
         cluster_domain=args.cluster_domain,
+        proxy_scheme=args.proxy_scheme,
         refresh_fraction=args.refresh_fraction,
         mint_tokens=args.mint_tokens,
     )

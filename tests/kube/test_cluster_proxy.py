@@ -16,11 +16,10 @@ from pathlib import Path
 import jwt
 import pytest
 
-from connectors.api import manifests
+from connectors.api import addresses, manifests
 from connectors.api.resources import Connector
 from connectors.auth import audiences
 from connectors.classes.builtin import builtin_classes
-from connectors.proxy import routing
 from connectors.rendering import render
 from connectors.standalone import localregistry
 from connectors.standalone.localregistry import LocalRegistry
@@ -47,7 +46,7 @@ class Setup:
     workdir: Path
 
     def base(self, namespace: str = NS, name: str = NAME) -> str:
-        return f"http://127.0.0.1:{self.port}{routing.path_form(namespace, name)}"
+        return f"http://127.0.0.1:{self.port}{addresses.path_form(namespace, name)}"
 
     def token(
         self, account: str, *, namespace: str = NS, name: str = NAME, pod: str = "",
@@ -55,7 +54,7 @@ class Setup:
     ) -> str:  # fmt: skip
         return self.cluster.kubectl(
             "create", "token", account, "-n", account_namespace, "--duration=30m",
-            f"--audience={ISSUER}", f"--audience={routing.cluster_url(namespace, name)}",
+            f"--audience={ISSUER}", f"--audience={addresses.cluster_url(namespace, name)}",
             "--bound-object-kind=Pod", f"--bound-object-name={pod or 'pod-' + account}",
         ).stdout.strip()  # fmt: skip
 
@@ -209,7 +208,7 @@ def test_an_expired_token_is_refused(setup: Setup):
     # Signed with the cluster's real service-account key, but expired a minute ago.
     now = int(time.time())
     claims = {
-        "iss": ISSUER, "aud": [routing.cluster_url(NS, NAME)],
+        "iss": ISSUER, "aud": [addresses.cluster_url(NS, NAME)],
         "sub": f"system:serviceaccount:{NS}:builder",
         "iat": now - 3600, "nbf": now - 3600, "exp": now - 60,
         "kubernetes.io": {"namespace": NS, "serviceaccount": {"name": "builder", "uid": "x"}},

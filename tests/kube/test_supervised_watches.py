@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from connectors.proxy import routing
+from connectors.api import addresses
 from connectors.standalone import localregistry
 from tests.support import wire
 from tests.support.components import DEPLOY, ComponentProcess
@@ -52,7 +52,7 @@ def test_a_watch_broken_by_a_missing_token_file_is_retried_reported_and_recovers
             return wire.Reply(0, "", {}, b"")
 
     def served(name: str) -> int:  # 404 unknown connector; 401 known, no token sent
-        return wire.request("GET", base + routing.path_form(NS, name) + "/simple/").status
+        return wire.request("GET", base + addresses.path_form(NS, name) + "/simple/").status
 
     proxy.start()
     try:

@@ -16,9 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from connectors.api import addresses
 from connectors.auth import tokens
 from connectors.standalone import commands
-from connectors.standalone.server import connector_url
 from tests.support import leaks
 
 CONNECTORS = str(Path(sys.executable).parent / "connectors")
@@ -133,7 +133,7 @@ class Standalone:
         return self.process.pid
 
     def connector_url(self, namespace: str, name: str) -> str:
-        return connector_url(self.url, namespace, name)
+        return addresses.standalone_url(self.url, namespace, name)
 
     def token(
         self, namespace: str, name: str, *, ttl_seconds: int = 1800, read_only: bool = False

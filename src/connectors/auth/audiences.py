@@ -1,6 +1,6 @@
 """The audiences a workload's token may carry for the proxy, in one place.
 
-- A connector's own audience, its proxy URL (`proxy.routing.cluster_url`): a token for it
+- A connector's own audience, its host-form address (`api.addresses.cluster_url`): a token for it
   is good at that connector alone. The local issuer and a driver that mints its own
   tokens (opt-in) use it.
 - `WORKLOAD`: the one audience the `connectors-csi` CSIDriver asks kubelet for

@@ -29,10 +29,16 @@ class Authenticator(Protocol):
     ) -> tokens.Identity: ...
 
 
+# Seconds a decision on a token is reused (never past the token's expiry).
+DEFAULT_DECISION_TTL_SECONDS = 10.0
+
+
 class DecisionCache:
     """Identities by token hash and audience, each kept until min(ttl, token expiry)."""
 
-    def __init__(self, ttl_seconds: float = 10.0, max_entries: int = 10_000) -> None:
+    def __init__(
+        self, ttl_seconds: float = DEFAULT_DECISION_TTL_SECONDS, max_entries: int = 10_000
+    ) -> None:
         self.ttl_seconds = ttl_seconds
         self.max_entries = max_entries
         self._entries: OrderedDict[tuple[bytes, str], tuple[float, tokens.Identity]] = OrderedDict()

@@ -40,7 +40,7 @@ from connectors.api.errors import (
 )
 from connectors.api.resources import GROUP
 from connectors.auth import audiences, reviews, tokens
-from connectors.auth.authenticator import DecisionCache
+from connectors.auth.authenticator import DEFAULT_DECISION_TTL_SECONDS, DecisionCache
 from connectors.kube.client import KubeClient
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ class KubeAuthenticator:
         self,
         kube: KubeClient,
         *,
-        ttl_seconds: float = 10.0,
+        ttl_seconds: float = DEFAULT_DECISION_TTL_SECONDS,
         mode: AuthorizationMode = "namespace",
         workload_audience: str = audiences.WORKLOAD,
     ) -> None:

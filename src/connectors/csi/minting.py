@@ -14,6 +14,9 @@ from connectors.auth import reviews
 from connectors.csi.volume import KUBELET_TOKENS, PodInfo
 from connectors.kube.client import KubeClient
 
+# Share of a minted token's life after which a republish mints a new one.
+DEFAULT_REFRESH_FRACTION = 0.8
+
 
 @dataclasses.dataclass(frozen=True)
 class MintedToken:

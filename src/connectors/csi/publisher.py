@@ -31,6 +31,7 @@ from pathlib import Path
 
 import grpc
 
+from connectors.api import addresses
 from connectors.api.conditions import ConditionType
 from connectors.api.errors import ApiError, ApiUnavailable, NotFoundError, TemplateError
 from connectors.api.resources import Connector, ConnectorClass
@@ -38,7 +39,6 @@ from connectors.auth import audiences, kubeauth
 from connectors.csi import files, memoryfs, minting, volume
 from connectors.csi.minting import MintedToken
 from connectors.csi.volume import PodInfo, VolumeRequest
-from connectors.proxy import routing
 from connectors.rendering import render
 from connectors.store.base import Store
 
@@ -61,8 +61,9 @@ class PublishError(Exception):
 class PublisherSettings:
     state_dir: Path
     workload_audience: str = audiences.WORKLOAD
-    cluster_domain: str = "cluster.local"
-    refresh_fraction: float = 0.8
+    cluster_domain: str = addresses.DEFAULT_CLUSTER_DOMAIN
+    proxy_scheme: str = "http"
+    refresh_fraction: float = minting.DEFAULT_REFRESH_FRACTION
     mint_tokens: bool = False
 
 
@@ -226,21 +227,21 @@ class Publisher:
 
     def _audience(self, connector: Connector) -> str:
         """What a minted token must carry for the proxy: the connector's host-form address
-        (also when clients reach it by the path form), as its status records it."""
-        proxy = connector.status.proxy
-        if proxy and proxy.http_address and proxy.http_address.audience:
-            return proxy.http_address.audience
-        return routing.cluster_url(
-            connector.namespace, connector.name, domain=self.settings.cluster_domain
+        (also when clients reach it by the path form), by the rule the proxy checks with."""
+        return addresses.cluster_url(
+            connector.namespace,
+            connector.name,
+            domain=self.settings.cluster_domain,
+            scheme=self.settings.proxy_scheme,
         )
 
     def _proxy_url(self, connector: Connector) -> str:
+        """Where clients reach the connector, as the operator reports it (the path form for
+        a class with the path resolver); its own address until the operator has said."""
         proxy = connector.status.proxy
         if proxy and proxy.http_address and proxy.http_address.url:
             return proxy.http_address.url
-        return routing.cluster_url(
-            connector.namespace, connector.name, domain=self.settings.cluster_domain
-        )
+        return self._audience(connector)
 
     async def _token(
         self,

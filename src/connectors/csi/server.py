@@ -9,6 +9,7 @@ from pathlib import Path
 
 import grpc
 
+from connectors.api import addresses
 from connectors.auth import audiences, kubeauth
 from connectors.classes.builtin import builtin_classes
 from connectors.csi import minting, publisher, services
@@ -28,8 +29,9 @@ class CsiOptions:
     node_id: str
     state_dir: Path
     workload_audience: str = audiences.WORKLOAD
-    cluster_domain: str = "cluster.local"
-    refresh_fraction: float = 0.8
+    cluster_domain: str = addresses.DEFAULT_CLUSTER_DOMAIN
+    proxy_scheme: str = "http"
+    refresh_fraction: float = minting.DEFAULT_REFRESH_FRACTION
     mint_tokens: bool = False
 
 
@@ -64,6 +66,7 @@ async def run(config: ClusterConfig, options: CsiOptions, stop: asyncio.Event) -
             state_dir=options.state_dir,
             workload_audience=options.workload_audience,
             cluster_domain=options.cluster_domain,
+            proxy_scheme=options.proxy_scheme,
             refresh_fraction=options.refresh_fraction,
             mint_tokens=options.mint_tokens,
         )

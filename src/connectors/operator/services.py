@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from connectors.api import addresses
 from connectors.api.resources import API_VERSION, Connector, ConnectorClass
 from connectors.operator.settings import OperatorSettings
-from connectors.proxy import routing
 
 MANAGED_BY = "connectors-operator"
 CONNECTOR_LABEL = "connectors.alauda.io/connector"
@@ -28,7 +28,7 @@ RESOLVER_ANNOTATION = "connectors.cpaas.io/proxy-resolver"
 
 def audience(connector: Connector, settings: OperatorSettings) -> str:
     """The audience a token minted for this connector carries: its host-form address."""
-    return routing.cluster_url(
+    return addresses.cluster_url(
         connector.namespace,
         connector.name,
         domain=settings.cluster_domain,
@@ -47,7 +47,7 @@ def proxy_url(
         return (
             f"{settings.proxy_scheme}://{settings.proxy_service_name}."
             f"{settings.proxy_service_namespace}.svc.{settings.cluster_domain}"
-            f"{routing.path_form(connector.namespace, connector.name)}"
+            f"{addresses.path_form(connector.namespace, connector.name)}"
         )
     return audience(connector, settings)
 

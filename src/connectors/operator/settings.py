@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from connectors.api import addresses
 from connectors.reconcile.reconciler import ReconcileSettings
 
 
@@ -11,7 +12,7 @@ from connectors.reconcile.reconciler import ReconcileSettings
 class OperatorSettings:
     proxy_service_name: str = "connectors-proxy"
     proxy_service_namespace: str = "connectors-system"
-    cluster_domain: str = "cluster.local"
+    cluster_domain: str = addresses.DEFAULT_CLUSTER_DOMAIN
     proxy_scheme: str = "http"
     reprobe_interval_seconds: float = 60.0
     workers: int = 16

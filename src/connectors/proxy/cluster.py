@@ -17,12 +17,13 @@ from pathlib import Path
 
 from aiohttp import web
 
-from connectors.auth import audiences, kubeauth
+from connectors.api import addresses
+from connectors.auth import audiences, authenticator, kubeauth
 from connectors.classes.builtin import builtin_classes
 from connectors.kube.client import KubeClient
 from connectors.kube.config import ClusterConfig
 from connectors.proxy import app as proxy_app
-from connectors.proxy import forwarding, routing, serving, statuspage
+from connectors.proxy import forwarding, serving, statuspage
 from connectors.proxy.metrics import ProxyMetrics
 from connectors.store.kubestore import KubeStore
 
@@ -35,8 +36,8 @@ class ClusterProxyOptions:
     port: int = 8080
     metrics_host: str = "0.0.0.0"  # noqa: S104
     metrics_port: int = 9090
-    cluster_domain: str = "cluster.local"
-    decision_ttl_seconds: float = 10.0
+    cluster_domain: str = addresses.DEFAULT_CLUSTER_DOMAIN
+    decision_ttl_seconds: float = authenticator.DEFAULT_DECISION_TTL_SECONDS
     authorization: kubeauth.AuthorizationMode = "namespace"
     workload_audience: str = audiences.WORKLOAD
     forward: forwarding.ForwardSettings = forwarding.ForwardSettings()
@@ -61,7 +62,7 @@ def audience_lookup(domain: str, scheme: str) -> proxy_app.AudienceFor:
     can ever be accepted here."""
 
     def audience_for(namespace: str, name: str) -> str:
-        return routing.cluster_url(namespace, name, domain=domain, scheme=scheme)
+        return addresses.cluster_url(namespace, name, domain=domain, scheme=scheme)
 
     return audience_for
 

@@ -37,15 +37,3 @@ def route(host: str | None, path: str) -> Route | None:
     if match:
         return Route(match["ns"], match["name"], "", path)
     return None
-
-
-def path_form(namespace: str, name: str) -> str:
-    return f"/namespaces/{namespace}/connectors/{name}"
-
-
-def cluster_url(
-    namespace: str, name: str, *, domain: str = "cluster.local", scheme: str = "http"
-) -> str:
-    """A connector's address inside a cluster (its Service `c-<name>`): also the audience
-    its tokens must carry."""
-    return f"{scheme}://c-{name}.{namespace}.svc.{domain}"

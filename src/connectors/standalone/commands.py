@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from connectors.api import addresses
 from connectors.api.errors import NotFoundError, TemplateError
 from connectors.api.resources import Connector
 from connectors.auth import tokens
@@ -20,7 +21,7 @@ from connectors.classes.builtin import builtin_classes
 from connectors.reconcile import probes
 from connectors.reconcile.reconciler import ReconcileSettings
 from connectors.rendering import render
-from connectors.standalone.server import connector_url, reconcile_snapshot
+from connectors.standalone.server import reconcile_snapshot
 from connectors.standalone.state import StateDir
 from connectors.standalone.statusboard import StatusBoard
 from connectors.store.base import Snapshot
@@ -66,7 +67,7 @@ def issue_token(
     server_url = place.state.require_server_url()
     return tokens.issue(
         KeyRing(place.state.keys),
-        audience=[connector_url(server_url, namespace, m.name) for m in members],
+        audience=[addresses.standalone_url(server_url, namespace, m.name) for m in members],
         subject="standalone:" + ",".join(render.username_for(m) for m in members),
         ttl_seconds=ttl_seconds,
         scopes=scopes,
@@ -112,7 +113,7 @@ def render_files(
     server_url = place.state.require_server_url()
     token = issue_token(place, namespace, names, ttl_seconds=ttl_seconds)
     contexts = [
-        render.RenderContext(connector_url(server_url, namespace, member.name), token)
+        render.RenderContext(addresses.standalone_url(server_url, namespace, member.name), token)
         for member in members
     ]
     others = list(zip(members[1:], contexts[1:], strict=True))

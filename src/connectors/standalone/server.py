@@ -22,12 +22,13 @@ from types import TracebackType
 import aiohttp
 from aiohttp import web
 
+from connectors.api import addresses
 from connectors.api.errors import StateError
 from connectors.auth.authenticator import LocalAuthenticator
 from connectors.auth.keys import KeyRing
 from connectors.classes.builtin import builtin_classes
 from connectors.proxy import app as proxy_app
-from connectors.proxy import forwarding, routing, serving, statuspage
+from connectors.proxy import forwarding, serving, statuspage
 from connectors.proxy.metrics import ProxyMetrics
 from connectors.reconcile import probes
 from connectors.reconcile.reconciler import ProxyInfo, ReconcileSettings, reconcile
@@ -65,11 +66,6 @@ def advertised_base(options: ServeOptions, port: int) -> str:
     host = options.host if options.host not in ("", "0.0.0.0", "::") else "127.0.0.1"  # noqa: S104
     host = f"[{host}]" if ":" in host else host
     return f"http://{host}:{port}"
-
-
-def connector_url(base: str, namespace: str, name: str) -> str:
-    """The proxy URL (and token audience) of a connector served by a standalone server."""
-    return base + routing.path_form(namespace, name)
 
 
 class StandaloneServer:
@@ -119,7 +115,7 @@ class StandaloneServer:
         config = proxy_app.ProxyConfig(
             store=self.store,
             authenticator=authenticator,
-            audience_for=lambda ns, name: connector_url(self.url, ns, name),
+            audience_for=lambda ns, name: addresses.standalone_url(self.url, ns, name),
             readiness=self.readiness,
             forward=self.options.forward,
         )
@@ -242,7 +238,7 @@ async def reconcile_snapshot(
 
     async def one(key: tuple[str, str]) -> None:
         connector = snapshot.connectors[key]
-        url = connector_url(base_url, *key) if base_url else None
+        url = addresses.standalone_url(base_url, *key) if base_url else None
         proxy = ProxyInfo(
             url=url,
             missing_message="the standalone server is not running: start `connectors serve`",
