@@ -4,7 +4,7 @@ would do it: devpi without its `+simple` path, a wrong password where reading ne
 
 from __future__ import annotations
 
-import time
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,8 +13,9 @@ import pytest
 
 from connectors.standalone import localregistry
 from connectors.standalone.localregistry import LocalRegistry
-from tests.support import clients, wire
+from tests.support import clients, leaks, wire
 from tests.support.standalone import Standalone, connector_manifest, secret_manifest
+from tests.support.waiting import settled
 from tests.support.wheels import make_wheel
 
 NS = "diagnoses"
@@ -29,10 +30,18 @@ def anonymous_reads(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalR
         yield registry
 
 
+# A mirror's password in the fallback URL must reach no status, page or log line.
+MIRROR_PASSWORD = "mirror-password-in-the-fallback-url"
+
+
 @pytest.fixture(scope="module")
 def falls_back(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRegistry]:
-    """pypiserver as it starts by default: names it lacks redirect to PyPI."""
-    with localregistry.pypiserver(tmp_path_factory.mktemp("fallback"), fallback=True) as registry:
+    """pypiserver falling back, as it does by default, to another index for names it lacks."""
+    leaks.PASSWORDS.add(MIRROR_PASSWORD)
+    fallback = f"https://mirror:{MIRROR_PASSWORD}@pypi.org/simple/"
+    with localregistry.pypiserver(
+        tmp_path_factory.mktemp("fallback"), fallback=fallback
+    ) as registry:
         yield registry
 
 
@@ -61,7 +70,7 @@ def test_devpi_without_its_simple_path_is_connection_failed_with_the_hint(
 
 
 @pytest.mark.parametrize("registry", ["devpi", "pypiserver"])
-def test_a_wrong_password_where_reading_needs_none_is_authentication_failed(
+def test_a_wrong_password_where_reading_needs_none_is_found_by_an_empty_upload(
     standalone: Standalone,
     devpi_registry: LocalRegistry,
     anonymous_reads: LocalRegistry,
@@ -72,27 +81,46 @@ def test_a_wrong_password_where_reading_needs_none_is_authentication_failed(
     params = {"simplePath": "+simple"} if registry == "devpi" else None
     name = f"wrong-{registry}"
     connect(standalone, name, target, "not-the-password", params=params)
-    ready = standalone.wait_ready(NS, name, status="False", reason="AuthenticationFailed")
-    assert (
-        "answers without credentials, so they were checked with an empty upload"
-        in (ready["message"])
-    )
-    assert "the password in the Secret is wrong" in ready["message"]
-
-    # An upload through the proxy fails, and the 502 points at the condition that says why.
-    wheel = make_wheel(tmp_path / "dist", "refused-upload", "1.0", payload=b"x")
-    standalone.render(NS, name, "pypirc", into=tmp_path)
-    upload = clients.twine_upload(tmp_path / ".pypirc", wheel)
-    assert upload.returncode != 0
-    if registry == "devpi":  # devpi says 401: the proxy turns it into a 502 naming AuthReady
-        assert "502" in upload.stdout + upload.stderr
+    if registry == "pypiserver":
+        # pypiserver answers a wrong password with 403, as devpi answers a user who may
+        # not upload: the connector still installs, so it stays Ready, and says why.
+        standalone.wait_ready(NS, name)
+        auth = condition(standalone, name, "AuthReady")
+        assert (auth["status"], auth["reason"]) == ("Unknown", "AnonymousRead")
+        assert "HTTP 403" in auth["message"] and "the password is wrong" in auth["message"]
+    else:
+        ready = standalone.wait_ready(NS, name, status="False", reason="AuthenticationFailed")
+        assert (
+            "answers without credentials, so they were checked with an empty upload"
+            in (ready["message"])
+        )
+        assert "(HTTP 401): fix the username or password in the Secret" in ready["message"]
+        # An upload through the proxy fails, and the 502 names the condition that says why.
+        wheel = make_wheel(tmp_path / "dist", "refused-upload", "1.0", payload=b"x")
+        standalone.render(NS, name, "pypirc", into=tmp_path)
+        upload = clients.twine_upload(tmp_path / ".pypirc", wheel)
+        assert upload.returncode != 0
+        assert "Bad Gateway" in upload.stdout
+        # twine shows no body; the proxy's says where to look.
+        reply = wire.request(
+            "POST",
+            standalone.connector_url(NS, name) + "/",
+            headers={
+                **wire.basic(standalone.token(NS, name)),
+                "Content-Type": "application/x-www-form-urlencoded",
+            },
+            body=b":action=file_upload",
+        )
+        assert reply.status == 502 and b"its AuthReady condition says more" in reply.body
         auth = condition(standalone, name, "AuthReady")
         assert auth["reason"] == "AuthenticationFailed" and "empty upload" in auth["message"]
 
     connect(standalone, name, target, target.password, params=params)
-    standalone.wait_ready(NS, name)
-    auth = condition(standalone, name, "AuthReady")
-    assert auth["status"] == "True"
+    auth = settled(
+        lambda: (c := condition(standalone, name, "AuthReady"))["status"] == "True" and c,
+        30,
+        "AuthReady True once the password is right",
+    )
     assert "accepted them" in auth["message"]
 
 
@@ -111,24 +139,27 @@ def test_a_registry_that_redirects_names_it_lacks_off_host_is_reported(
     url = f"{standalone.connector_url(NS, 'fallback')}/simple/not-in-the-registry/"
     reply = wire.request("GET", url, headers=wire.basic(token))
     assert reply.status in (301, 302, 303, 307, 308)
-    assert (reply.header("Location") or "").startswith("https://pypi.org/")
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:  # the line is written as the answer ends
-        lines = [x for x in standalone.audit_lines() if x["path"].endswith("/not-in-the-registry/")]
-        if lines:
-            break
-        time.sleep(0.1)
+    # ...without the mirror's password, which is the registry's to keep.
+    assert reply.header("Location") == "https://pypi.org/simple/not-in-the-registry/"
+    lines = settled(
+        lambda: (
+            [x for x in standalone.audit_lines() if x["path"].endswith("/not-in-the-registry/")]
+            or None
+        ),
+        10,
+        "the redirected request's audit line",
+    )
     assert lines and lines[-1]["redirect"] == "https://pypi.org"
+    assert MIRROR_PASSWORD not in links["message"] + json.dumps(lines)
 
 
 def audit_line(server: Standalone, request_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:  # the line is written as the answer ends
-        found = [x for x in server.audit_lines() if x["request"] == request_id]
-        if found:
-            return found[0]
-        time.sleep(0.1)
-    raise AssertionError(f"no audit line for request {request_id}")
+    """The audit line of a request (written as its answer ends, so maybe a moment later)."""
+    return settled(
+        lambda: next((x for x in server.audit_lines() if x["request"] == request_id), None),
+        10,
+        f"an audit line for request {request_id}",
+    )
 
 
 def test_every_5xx_names_the_line_and_the_condition_that_explain_it(standalone: Standalone):

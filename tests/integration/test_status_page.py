@@ -197,6 +197,23 @@ def test_the_client_port_does_not_serve_the_status_page(setup: Setup):
     assert wire.request("GET", setup.admin + "/").status == 200  # what the check guards
 
 
+def test_the_admin_port_answers_no_name_a_web_page_could_rebind_to_it(setup: Setup):
+    # A page on attacker.example can point that name at 127.0.0.1 and have a browser ask
+    # this port; the request then carries the attacker's name, and gets nothing.
+    for path in ("/", "/metrics"):
+        for host in ("attacker.example", "attacker.example:9090", "127.0.0.1.nip.io"):
+            reply = wire.request("GET", setup.admin + path, headers={"Host": host})
+            assert reply.status == 421, (host, reply.status)
+            assert reply.body == b"this port answers only to an address or localhost\n"
+        for host in (
+            "127.0.0.1",
+            "localhost:9090",
+            "[::1]",
+            "connectors-proxy.connectors-system.svc",
+        ):
+            assert wire.request("GET", setup.admin + path, headers={"Host": host}).status == 200
+
+
 def test_a_screenshot_of_the_page_is_a_png_of_the_window(setup: Setup, tmp_path: Path):
     shot = tmp_path / "status.png"
     chromium(f"--screenshot={shot}", "--window-size=1280,900", setup.admin + "/",

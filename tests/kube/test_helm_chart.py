@@ -96,6 +96,21 @@ def test_the_grafana_dashboard_configmap_renders_when_enabled_and_holds_the_json
     assert configmap["data"]["connectors-proxy.json"] == dashboard
 
 
+def test_the_status_page_is_refused_unless_a_network_policy_fences_its_port():
+    template = ["template", "connectors", str(CHART), "--namespace", RELEASE_NS,
+                "--kube-version", "1.36.0", "--show-only", "templates/proxy-deployment.yaml",
+                "--set", "proxy.statusPage=true"]  # fmt: skip
+    for fence in ([], ["--set", "proxy.networkPolicy.enabled=true"]):
+        refused = helm(*template, *fence)
+        assert refused.returncode != 0
+        assert "proxy.statusPage shows every namespace's connectors" in refused.stderr
+    selector = "proxy.networkPolicy.metricsNamespaceSelector.matchLabels.team=ops"
+    fenced = helm(*template, "--set", "proxy.networkPolicy.enabled=true", "--set", selector)
+    assert fenced.returncode == 0, fenced.stderr
+    assert "- --status-page" in fenced.stdout
+    assert "--status-page" not in helm(*template[:-2]).stdout
+
+
 @pytest.mark.parametrize("options", [[], EVERY_OPTION], ids=["defaults", "every-option"])
 def test_the_rendered_chart_passes_a_server_side_dry_run(
     fresh_cluster: TestCluster, options: list[str]

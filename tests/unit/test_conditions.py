@@ -8,13 +8,25 @@ from connectors.reconcile.evaluate import ProbeOutcome
 
 
 def test_ready_is_true_only_when_every_dependency_is():
-    conditions = (
+    healthy = (
         evaluate.class_condition("pypi", True),
+        evaluate.secret_condition(None),
         evaluate.liveness_condition(ProbeOutcome(url="u", status=401)),
         evaluate.auth_condition(ProbeOutcome(url="u", status=200)),
         evaluate.proxy_condition("http://proxy", ""),
     )
-    assert evaluate.ready_condition(conditions).status is Status.TRUE
+    assert evaluate.ready_condition(healthy).status is Status.TRUE
+    failing = (
+        evaluate.class_condition("pypi", False),
+        evaluate.not_checked(ConditionType.SECRET_READY, "no Secret"),
+        evaluate.liveness_condition(ProbeOutcome(url="u", status=503)),
+        evaluate.auth_condition(ProbeOutcome(url="u", status=401)),
+        evaluate.proxy_condition(None, "no proxy"),
+    )
+    for index, broken in enumerate(failing):
+        one_broken = (*healthy[:index], broken, *healthy[index + 1 :])
+        ready = evaluate.ready_condition(one_broken)
+        assert (ready.status, ready.reason) == (Status.FALSE, broken.reason), broken.type
 
 
 def test_ready_carries_the_first_failing_reason_in_dependency_order():
@@ -48,11 +60,20 @@ def test_an_empty_upload_judges_credentials_where_reading_needs_none():
         cond = evaluate.upload_check_condition("http://r/simple/", check)
         return cond.status, cond.reason
 
-    assert judged(400) == (Status.TRUE, "")  # refused the missing file, after the password
+    for accepted in (400, 409, 415, 422):  # refused the missing file, after the password
+        assert judged(accepted) == (Status.TRUE, "")
     assert judged(401) == (Status.FALSE, Reason.AUTHENTICATION_FAILED)
-    assert judged(403) == (Status.FALSE, Reason.AUTHENTICATION_FAILED)
-    for inconclusive in (404, 405, 500, None):
+    # 403 is a wrong password to pypiserver but a user without upload rights to devpi, and
+    # a rate limit or a WAF proves nothing: none may hold back a connector that installs.
+    for inconclusive in (403, 404, 405, 408, 413, 429, 500, None):
         assert judged(inconclusive) == (Status.UNKNOWN, Reason.ANONYMOUS_READ)
+
+
+def test_a_condition_quotes_no_userinfo_query_or_fragment_of_an_address():
+    secretive = "https://user:pw@registry.example:8443/simple/?token=SECRET#frag"
+    cond = evaluate.liveness_condition(ProbeOutcome(url=secretive, error="refused"))
+    assert "https://registry.example:8443/simple/" in cond.message
+    assert not any(word in cond.message for word in ("user", "pw@", "SECRET", "frag"))
 
 
 def test_ready_does_not_wait_for_credentials_nothing_could_check_but_does_for_others():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import configparser
 import dataclasses
 import netrc
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -137,3 +138,42 @@ def test_netrc_has_one_entry_per_host_that_python_netrc_reads(tmp_path: Path):
     login = "connectors-pypi-demo-pypi-connector"
     assert parsed.authenticators("127.0.0.1") == (login, "", TOKEN)
     assert files[".netrc"].count("machine ") == 2
+
+
+@pytest.mark.parametrize(
+    "pairs",
+    [
+        [("connectors-pypi-demo", "x"), ("connectors-pypi-demo", "index")],
+        [("team-a", "pypi"), ("team-b", "pypi")],
+        [("team-a", "main"), ("team-a", "pypi"), ("team-b", "pypi")],
+        [("team-a", "x"), ("team-a", "x-index"), ("team-b", "x")],
+    ],
+)
+def test_every_file_parses_whatever_the_connectors_of_a_mount_are_called(
+    pairs: list[tuple[str, str]],
+):
+    first = seed_connector()
+    members = [
+        dataclasses.replace(
+            first, metadata=dataclasses.replace(first.metadata, namespace=ns, name=name)
+        )
+        for ns, name in pairs
+    ]
+    contexts = [render.RenderContext(f"http://c-{n}.{ns}.svc", TOKEN) for ns, n in pairs]
+    for configuration in [c.name for c in pypi().spec.configurations]:
+        files = render.render_configuration(
+            members[0],
+            pypi(),
+            configuration,
+            contexts[0],
+            others=list(zip(members[1:], contexts[1:], strict=True)),
+        )
+        for filename, text in files.items():
+            if filename.endswith(".toml"):
+                tomllib.loads(text)  # raises on a table declared twice
+            elif filename in ("pip.conf", ".pypirc"):
+                configparser.ConfigParser().read_string(text)  # raises on a repeated section
+        if configuration == "pypirc":
+            parsed = configparser.ConfigParser()
+            parsed.read_string(files[".pypirc"])
+            assert len(parsed["distutils"]["index-servers"].split()) == len(pairs)

@@ -10,6 +10,8 @@ standalone server has no cluster DNS: its connectors are the path form under its
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit, urlunsplit
+
 DEFAULT_CLUSTER_DOMAIN = "cluster.local"
 
 
@@ -29,3 +31,30 @@ def cluster_url(
 def standalone_url(server_url: str, namespace: str, name: str) -> str:
     """The address (and token audience) of a connector served by a standalone server."""
     return server_url.rstrip("/") + path_form(namespace, name)
+
+
+def shown(url: str) -> str:
+    """A URL as a status, a log or a page may quote it: scheme, host, port and path, never
+    the userinfo, query or fragment that an address or a registry's link may carry."""
+    parts = urlsplit(url)
+    return origin(url) + parts.path
+
+
+def origin(url: str) -> str:
+    """scheme://host[:port] of a URL, without any userinfo."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    try:
+        port = f":{parts.port}" if parts.port is not None else ""
+    except ValueError:  # a port that is not a number: name the host alone
+        port = ""
+    return f"{parts.scheme}://{host}{port}"
+
+
+def without_userinfo(url: str) -> str:
+    """The URL whole but for any `user:password@` in it."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=origin(url).partition("://")[2]))

@@ -28,6 +28,7 @@ from connectors.kube import events
 from connectors.kube.client import KubeClient, resource_path
 from connectors.operator import services
 from connectors.operator.settings import OperatorSettings
+from connectors.reconcile import probes
 from connectors.reconcile.reconciler import ProxyInfo, reconcile
 from connectors.registry import access
 from connectors.store.kubestore import KubeStore
@@ -53,6 +54,7 @@ class ConnectorController:
         self.store = store
         self.session = session
         self.settings = settings
+        self.uploads = probes.UploadChecks()
         self.bodies: dict[Key, dict[str, Any]] = {}
         self.connectors: dict[Key, Connector] = {}
         self._queue: asyncio.Queue[Key] = asyncio.Queue()
@@ -196,6 +198,7 @@ class ConnectorController:
             proxy=proxy,
             previous=connector.status,
             settings=self.settings.reconcile,
+            uploads=self.uploads,
         )
         if status.to_dict() == connector.status.to_dict():
             return

@@ -174,6 +174,32 @@ def _name_the_line(response: web.Response, request_id: str) -> None:
         response.text = f"{response.text}request {request_id}\n"
 
 
+def _show_on_status_page(
+    request: web.Request,
+    metrics: ProxyMetrics,
+    *,
+    status: int,
+    sent: int,
+    cached: str,
+    duration: float,
+) -> None:
+    """The status page's view of a request to a connector that exists (anyone may send
+    the others, and they must not push real traffic off the page): no identity, token
+    digest or client."""
+    found: routing.Route = request[ROUTE]
+    metrics.recent.add(
+        connector=f"{found.namespace}/{found.name}",
+        known=True,
+        method=request.method,
+        path=request.raw_path,
+        status=status,
+        bytes_in=request.content.total_bytes,
+        bytes_out=sent,
+        cache=cached,
+        duration_ms=round(duration * 1000, 1),
+    )
+
+
 def _record(request: web.Request, response: web.StreamResponse | None, duration: float) -> None:
     found: routing.Route = request[ROUTE]
     identity: tokens.Identity | None = request.get(IDENTITY)
@@ -209,17 +235,10 @@ def _record(request: web.Request, response: web.StreamResponse | None, duration:
     connector = f"{found.namespace}/{found.name}" if request.get(KNOWN) else NO_CONNECTOR
     method = request.method if request.method in _LABELLED_METHODS else "OTHER"
     metrics.answered(connector, method, status, sent, duration)
-    metrics.recent.add(  # the status page's view: no identity, token digest or client
-        connector=f"{found.namespace}/{found.name}",
-        known=bool(request.get(KNOWN)),
-        method=request.method,
-        path=request.raw_path,
-        status=status,
-        bytes_in=request.content.total_bytes,
-        bytes_out=sent,
-        cache=cached,
-        duration_ms=round(duration * 1000, 1),
-    )
+    if request.get(KNOWN):
+        _show_on_status_page(
+            request, metrics, status=status, sent=sent, cached=cached, duration=duration
+        )
     if cached:
         metrics.cache_requests.labels(connector, cached).inc()
         if cached == "hit":

@@ -17,12 +17,12 @@ import asyncio
 import dataclasses
 import functools
 import logging
-from urllib.parse import urlsplit
 
 import aiohttp
 import yarl
 from aiohttp import web
 
+from connectors.api import addresses
 from connectors.api.errors import Overloaded, RegistryDataError
 from connectors.proxy import cachedfiles, pages, sending, splice
 from connectors.proxy.fairness import ByteBudget, FairnessSettings, Shares
@@ -157,9 +157,11 @@ def _response_headers(
                 raise RegistryDataError("the registry redirected to an unreadable URL") from exc
             on_proxy = target.link_map.to_client(absolute, client_base)
             if on_proxy is None:
-                parts = urlsplit(absolute)
-                request[REDIRECTED_OFF_HOST] = f"{parts.scheme}://{parts.netloc}"
-            headers[key] = on_proxy or value
+                request[REDIRECTED_OFF_HOST] = addresses.origin(absolute)
+                # Credentials in a registry's redirect (a mirror's, in a fallback URL) are
+                # the registry's to keep: the client is sent there without them.
+                on_proxy = addresses.without_userinfo(absolute)
+            headers[key] = on_proxy
         else:
             headers[key] = value
     return headers

@@ -8,10 +8,13 @@ cache figures for the status page (`statuspage.py`), which shares this port.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -211,6 +214,27 @@ class ProxyMetrics:
                 body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE}
             )
 
-        metrics_app = web.Application()
+        metrics_app = web.Application(middlewares=[_named_locally_only])
         metrics_app.router.add_get("/metrics", scrape)
         return metrics_app
+
+
+@web.middleware
+async def _named_locally_only(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Answer only requests addressed to an IP, `localhost` or a cluster Service name.
+    A web page can point a name of its own at 127.0.0.1 (DNS rebinding) and have a
+    developer's browser read this port; such a request carries that name."""
+    if _local_name(request.host):
+        return await handler(request)
+    return web.Response(status=421, text="this port answers only to an address or localhost\n")
+
+
+def _local_name(host: str) -> bool:
+    name = (urlsplit(f"//{host}").hostname or "").rstrip(".")
+    if name == "localhost" or name.endswith((".svc", ".cluster.local")) or ".svc." in name:
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
+from connectors.api import addresses
 from connectors.api.conditions import Condition, ConditionType, Status
 from connectors.api.resources import Connector, ConnectorStatus
 from connectors.proxy.metrics import CacheSummary, ProxyMetrics
@@ -94,8 +95,17 @@ def render(source: StatusSource, metrics: ProxyMetrics, *, now: float) -> str:
 # --- pieces of the page --------------------------------------------------------------------
 
 
+# Any one text on the page (a registry can make a condition message long), and how many
+# manifest problems are listed: the page stays small whatever tenants and registries do.
+_MAX_TEXT = 1024
+_MAX_PROBLEMS = 50
+
+
 def _e(value: object) -> str:
-    return html.escape(str(value), quote=True)
+    text = str(value)
+    if len(text) > _MAX_TEXT:
+        text = text[: _MAX_TEXT - 1] + "…"
+    return html.escape(text, quote=True)
 
 
 def _cells(tag: str, cells: Iterable[str]) -> str:
@@ -166,7 +176,9 @@ def _summary(
 def _problems(problems: Sequence[object]) -> str:
     if not problems:
         return ""
-    items = "".join(f"<li>{_e(p)}</li>" for p in problems)
+    items = "".join(f"<li>{_e(p)}</li>" for p in problems[:_MAX_PROBLEMS])
+    if len(problems) > _MAX_PROBLEMS:
+        items += f"<li>and {len(problems) - _MAX_PROBLEMS} more</li>"
     return f'<section class="box warn"><h2>Manifest problems</h2><ul>{items}</ul></section>'
 
 
@@ -183,8 +195,8 @@ def _connectors(connectors: Sequence[tuple[Connector, ConnectorStatus]]) -> str:
 
 
 def _address(address: str) -> str:
-    """An address without its query or fragment, which could carry a key."""
-    return address.split("#", 1)[0].split("?", 1)[0]
+    """An address without userinfo, query or fragment, any of which could carry a key."""
+    return addresses.shown(address)
 
 
 def _condition_row(condition: Condition) -> str:

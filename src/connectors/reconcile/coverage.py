@@ -26,6 +26,7 @@ from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 
+from connectors.api import addresses
 from connectors.registry.access import AddressExtension, BasicCredentials
 
 MAX_INDEX_BYTES = 256 * 1024
@@ -158,5 +159,7 @@ def _origin(url: str) -> tuple[str, str]:
 
 
 def _origin_text(url: str) -> str:
-    scheme, netloc = _origin(url)
-    return f"{scheme}://{netloc}" if scheme in ("http", "https") and netloc else ""
+    """scheme://host[:port] for a condition to name: never the userinfo a link or a
+    redirect may carry (a fallback URL with a mirror's password, say)."""
+    scheme = urlsplit(url).scheme.lower()
+    return addresses.origin(url) if scheme in ("http", "https") and urlsplit(url).netloc else ""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from connectors.api import addresses
 from connectors.api.conditions import (
     READY_DEPENDS_ON,
     Condition,
@@ -26,6 +27,10 @@ class ProbeOutcome:
     @property
     def answered(self) -> bool:
         return self.status is not None
+
+    @property
+    def shown(self) -> str:
+        return addresses.shown(self.url)
 
 
 def _true(type_: ConditionType, message: str = "", reason: str = "") -> Condition:
@@ -81,7 +86,7 @@ def liveness_condition(outcome: ProbeOutcome | None) -> Condition:
         return _false(
             ConditionType.LIVENESS_READY,
             Reason.CONNECTION_FAILED,
-            f"cannot reach {outcome.url}: {outcome.error}",
+            f"cannot reach {outcome.shown}: {outcome.error}",
         )
     # Any answer short of a server error or a missing index shows a live registry; an
     # authentication challenge is expected before credentials are sent.
@@ -91,7 +96,7 @@ def liveness_condition(outcome: ProbeOutcome | None) -> Condition:
         return _false(
             ConditionType.LIVENESS_READY,
             Reason.CONNECTION_FAILED,
-            f"{outcome.url} answered HTTP {status}: check spec.address",
+            f"{outcome.shown} answered HTTP {status}: check spec.address",
         )
     return _true(ConditionType.LIVENESS_READY)
 
@@ -99,7 +104,7 @@ def liveness_condition(outcome: ProbeOutcome | None) -> Condition:
 def _no_index(outcome: ProbeOutcome) -> str:
     # A wrong index path, not a wrong password: the natural first try for devpi.
     return (
-        f"{outcome.url} answered HTTP {outcome.status}: there is no package index at this "
+        f"{outcome.shown} answered HTTP {outcome.status}: there is no package index at this "
         "path; check spec.address, and the simplePath param for a registry that serves "
         "its index elsewhere (devpi: +simple)"
     )
@@ -116,7 +121,7 @@ def auth_condition(outcome: ProbeOutcome | None) -> Condition:
         return _false(
             ConditionType.AUTH_READY,
             Reason.CONNECTION_FAILED,
-            f"cannot reach {outcome.url}: {outcome.error}",
+            f"cannot reach {outcome.shown}: {outcome.error}",
         )
     if 200 <= outcome.status < 400:
         return _true(ConditionType.AUTH_READY)
@@ -124,7 +129,7 @@ def auth_condition(outcome: ProbeOutcome | None) -> Condition:
         return _false(
             ConditionType.AUTH_READY,
             Reason.AUTHENTICATION_FAILED,
-            f"{outcome.url} refused the Secret's credentials (HTTP {outcome.status}):"
+            f"{outcome.shown} refused the Secret's credentials (HTTP {outcome.status}):"
             " fix the username or password in the Secret",
         )
     if outcome.status in (404, 410):
@@ -132,40 +137,57 @@ def auth_condition(outcome: ProbeOutcome | None) -> Condition:
     return _false(
         ConditionType.AUTH_READY,
         Reason.AUTHENTICATION_FAILED,
-        f"{outcome.url} answered HTTP {outcome.status} to the credential check",
+        f"{outcome.shown} answered HTTP {outcome.status} to the credential check",
     )
+
+
+# What a registry answers an upload without a file once it has accepted the credentials;
+# anything else (a rate limit, a WAF, a redirect) proves nothing about them.
+_UPLOAD_REFUSED_AFTER_AUTH = frozenset({400, 409, 415, 422})
 
 
 def upload_check_condition(read_url: str, check: ProbeOutcome) -> Condition:
     """AuthReady for a registry that answered the credential check without credentials
     too, judged by an upload of nothing (`probes.run_upload_check`)."""
+    read_url = addresses.shown(read_url)
     anonymous = f"{read_url} answers without credentials, so they were checked with an empty upload"
-    if check.status is not None and check.status in (401, 403):
+    if check.status == 401:
         return _false(
             ConditionType.AUTH_READY,
             Reason.AUTHENTICATION_FAILED,
-            f"{anonymous}, which {check.url} refused (HTTP {check.status}): the password "
-            "in the Secret is wrong, or its user may not upload here; installs work, "
-            "uploads will fail until the Secret is fixed",
+            f"{anonymous}, which {check.shown} refused (HTTP 401): fix the username or "
+            "password in the Secret; installs work, uploads will fail until it is fixed",
         )
-    if check.status is not None and 400 <= check.status < 500 and check.status not in (404, 405):
+    if check.status in _UPLOAD_REFUSED_AFTER_AUTH:
         return _true(
             ConditionType.AUTH_READY,
-            f"{anonymous}: {check.url} accepted them (refusing the missing file, "
+            f"{anonymous}: {check.shown} accepted them (refusing the missing file, "
             f"HTTP {check.status})",
         )
-    answer = f"HTTP {check.status}" if check.status is not None else check.error
+    if check.status == 403:
+        # A wrong password (pypiserver) or a right one without upload rights (devpi, a
+        # read-only token): the connector serves installs either way.
+        why = (
+            f"{check.shown} refused it (HTTP 403): the password is wrong, or its user may "
+            "not upload here; installs work"
+        )
+    else:
+        answer = f"HTTP {check.status}" if check.status is not None else check.error
+        why = f"{check.shown} could not tell ({answer}); they are first used by an upload"
     return Condition(
         type=ConditionType.AUTH_READY,
         status=Status.UNKNOWN,
         reason=Reason.ANONYMOUS_READ,
         message=(
             f"the credentials are not verified: {read_url} answers without them, and an "
-            f"empty upload to {check.url} could not tell ({answer}); they are first used "
-            "by an upload"
+            f"empty upload was sent: {why}"
         ),
         severity="Warning",
     )
+
+
+# Hosts a LinksCovered message names; a page may link to thousands.
+_NAMED_HOSTS = 10
 
 
 def links_condition(found: Coverage) -> Condition:
@@ -174,13 +196,16 @@ def links_condition(found: Coverage) -> Condition:
     if found.redirect is not None:
         asked, origin = found.redirect
         warnings.append(
-            f"{asked}, a project the registry does not hold, redirects to {origin}: clients "
-            "follow it and install such names from there, around the proxy and this "
-            "registry (pypiserver: start it with --disable-fallback)"
+            f"{addresses.shown(asked)}, a project the registry does not hold, redirects to "
+            f"{origin}: clients follow it and install such names from there, around the proxy and "
+            "this registry (pypiserver: start it with --disable-fallback)"
         )
     if found.uncovered:
+        hosts = ", ".join(found.uncovered[:_NAMED_HOSTS])
+        if len(found.uncovered) > _NAMED_HOSTS:
+            hosts += f" and {len(found.uncovered) - _NAMED_HOSTS} more"
         warnings.append(
-            f"{found.page} links to files on {', '.join(found.uncovered)}, which this "
+            f"{found.page} links to files on {hosts}, which this "
             "connector does not cover: clients download those directly, around the proxy; "
             "name the hosts in spec.addressExtensions to keep downloads on it"
         )

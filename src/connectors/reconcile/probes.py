@@ -6,7 +6,11 @@ report transport failures as text that names the URL but never the credentials.
 
 from __future__ import annotations
 
+import hashlib
 import ssl
+import time
+from collections import OrderedDict
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -79,6 +83,52 @@ async def run_upload_check(
     return await _ask(
         session, "POST", url, headers=headers, form=form, tls=tls, seconds=timeout_seconds
     )
+
+
+class UploadChecks:
+    """The empty uploads sent lately, by address and credentials: a registry is asked once
+    per Secret and address (and again after `ttl_seconds`), not on every reconcile pass,
+    so its logs do not fill with refused uploads. Only answers are kept; a failure to
+    connect is asked again next pass."""
+
+    def __init__(self, ttl_seconds: float = 3600.0, max_entries: int = 10_000) -> None:
+        self.ttl_seconds = ttl_seconds
+        self.max_entries = max_entries
+        self._answers: OrderedDict[bytes, tuple[float, ProbeOutcome]] = OrderedDict()
+
+    async def outcome(
+        self,
+        session: aiohttp.ClientSession,
+        url: str,
+        *,
+        credentials: BasicCredentials,
+        tls: ssl.SSLContext,
+        timeout_seconds: float,
+    ) -> ProbeOutcome:
+        key = hashlib.sha256(f"{url}\n{credentials.authorization()}".encode()).digest()
+        now = time.monotonic()
+        kept = self._answers.get(key)
+        if kept is not None and now - kept[0] < self.ttl_seconds:
+            return kept[1]
+        answer = await run_upload_check(
+            session, url, credentials=credentials, tls=tls, timeout_seconds=timeout_seconds
+        )
+        if answer.answered:
+            self._answers[key] = (now, answer)
+            self._answers.move_to_end(key)
+            while len(self._answers) > self.max_entries:
+                self._answers.popitem(last=False)
+        return answer
+
+
+def upload_check_url(address: str) -> str | None:
+    """Where an empty upload goes: the address's root, as twine's uploads through the
+    proxy; None for an address with a query or fragment, which could aim the POST
+    anywhere the address's owner likes."""
+    parts = urlsplit(address)
+    if parts.query or parts.fragment or "?" in address or "#" in address:
+        return None
+    return address.rstrip("/") + "/"
 
 
 async def _ask(

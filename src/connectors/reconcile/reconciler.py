@@ -51,8 +51,11 @@ async def reconcile(
     proxy: ProxyInfo,
     previous: ConnectorStatus | None = None,
     settings: ReconcileSettings = ReconcileSettings(),
+    uploads: probes.UploadChecks | None = None,
 ) -> ConnectorStatus:
-    """The status this connector should have now."""
+    """The status this connector should have now. `uploads` remembers the empty uploads
+    that check credentials a registry does not need for reading; without it each pass
+    that needs one sends one."""
     cls = snapshot.classes.get(connector.spec.connector_class_name)
     conditions: list[Condition] = [
         evaluate.class_condition(
@@ -72,7 +75,9 @@ async def reconcile(
             )
         ]
     else:
-        conditions += await _check_registry(connector, cls, snapshot, session, settings)
+        conditions += await _check_registry(
+            connector, cls, snapshot, session, settings, uploads=uploads or probes.UploadChecks()
+        )
     conditions.append(evaluate.proxy_condition(proxy.url, proxy.missing_message))
     conditions.append(evaluate.ready_condition(tuple(conditions)))
     kept = keep_transition_times(previous.conditions if previous else (), tuple(conditions))
@@ -92,6 +97,8 @@ async def _check_registry(
     snapshot: Snapshot,
     session: aiohttp.ClientSession,
     settings: ReconcileSettings,
+    *,
+    uploads: probes.UploadChecks,
 ) -> list[Condition]:
     credentials = access.credentials_for(connector, cls, snapshot)
     conditions = [evaluate.secret_condition(credentials)]
@@ -141,6 +148,7 @@ async def _check_registry(
                 tls=tls,
                 session=session,
                 settings=settings,
+                uploads=uploads,
             )
         conditions.append(condition)
     if cls.spec.proxy is not None and cls.spec.proxy.protocol == "pypi":
@@ -171,6 +179,7 @@ async def _exercise_credentials(
     tls: ssl.SSLContext,
     session: aiohttp.ClientSession,
     settings: ReconcileSettings,
+    uploads: probes.UploadChecks,
 ) -> Condition:
     """AuthReady after the credential check passed. Where the registry answers that check
     without credentials too (devpi, pypiserver reading anonymously), a pass proves nothing,
@@ -181,9 +190,15 @@ async def _exercise_credentials(
         return evaluate.upload_check_condition(
             checked.url, ProbeOutcome(url=checked.url, error="no upload check for this class")
         )
-    upload = await probes.run_upload_check(
+    url = probes.upload_check_url(connector.spec.address)
+    if url is None:
+        return evaluate.upload_check_condition(
+            checked.url,
+            ProbeOutcome(url=connector.spec.address, error="not sent: the address has a query"),
+        )
+    upload = await uploads.outcome(
         session,
-        connector.spec.address.rstrip("/") + "/",
+        url,
         credentials=credentials,
         tls=tls,
         timeout_seconds=settings.probe_timeout_seconds,

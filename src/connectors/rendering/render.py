@@ -116,9 +116,11 @@ def render_configuration(
         raise NotFoundError(
             f"ConnectorClass {cls.name} has no configuration {name!r} (it has: {known})"
         )
+    members = [(connector, context), *others]
+    keys = _keys([member for member, _ in members])
     every = [
-        _connector_variables(member, cls, configuration, member_context, overrides)
-        for member, member_context in [(connector, context), *others]
+        {**_connector_variables(member, cls, configuration, member_context, overrides), "key": key}
+        for (member, member_context), key in zip(members, keys, strict=True)
     ]
     variables = {
         **every[0],
@@ -129,6 +131,17 @@ def render_configuration(
         filename: render_string(template, variables, what=f"configuration {name}, file {filename}")
         for filename, template in configuration.data.items()
     }
+
+
+def _keys(members: Sequence[Connector]) -> list[str]:
+    """A name for each connector that no other of the set shares, for templates to name
+    their sections with: its name, or `<namespace>.<name>` when another namespace has a
+    connector of that name (a namespace holds no dot, so the two forms never meet)."""
+    names = [member.name for member in members]
+    return [
+        member.name if names.count(member.name) == 1 else f"{member.namespace}.{member.name}"
+        for member in members
+    ]
 
 
 def _connector_variables(

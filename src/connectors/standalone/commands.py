@@ -63,7 +63,7 @@ def issue_token(
 ) -> str:
     """A token for the named connectors: one audience each, as the CSI driver mints one
     token for every connector of a volume (so one `.netrc` entry serves them all)."""
-    members = [place.connector(namespace, name) for name in names]
+    members = [place.connector(namespace, name) for name in dict.fromkeys(names)]
     server_url = place.state.require_server_url()
     return tokens.issue(
         KeyRing(place.state.keys),
@@ -98,6 +98,7 @@ def render_files(
     """Every file of the named configurations, each connector with a fresh token: the first
     connector is the default one, the others are added as the CSI driver adds the other
     connectors of one volume (extra indexes, more `.pypirc` sections, one `.netrc`)."""
+    names = list(dict.fromkeys(names))  # a name given twice is one connector
     members = [place.connector(namespace, name) for name in names]
     snapshot = place.snapshot()
     class_name = members[0].spec.connector_class_name

@@ -79,11 +79,12 @@ def pypiserver(
     hash_scheme: str = "sha256_crypt",
     host: str = "127.0.0.1",
     authenticate: str = "update,download,list",
-    fallback: bool = False,
+    fallback: str | None = None,
 ) -> Iterator[LocalRegistry]:
     """Run pypiserver on a port of `host` (a free one unless given), authenticating the
     actions in `authenticate` (all three by default; "update" leaves reading anonymous).
-    `fallback` keeps pypiserver's default of redirecting names it lacks to PyPI.
+    `fallback`, a URL, keeps pypiserver's default of redirecting names it lacks to another
+    index (its own default is PyPI).
     `hash_scheme` is the htpasswd scheme: sha256_crypt costs the registry about 0.3 s per
     authenticated request here; apr_md5_crypt about 1 ms."""
     password = password or secrets.token_urlsafe(18)
@@ -106,7 +107,7 @@ def pypiserver(
         str(htpasswd),
         "--authenticate",
         authenticate,
-        *([] if fallback else ["--disable-fallback"]),
+        *(["--fallback-url", fallback] if fallback else ["--disable-fallback"]),
         "--hash-algo",
         "sha256",
         "--server",

@@ -142,6 +142,7 @@ class StandaloneServer:
             metrics_site = web.TCPSite(self._metrics_runner, *self.options.metrics_listen)
             await serving.listen(metrics_site, *self.options.metrics_listen, "--metrics-listen")
         self._session = probes.probe_session()
+        self.uploads = probes.UploadChecks()
         self.state.write_server(self.url)
         every = self.options.reload_interval_seconds
         self._tasks = [
@@ -194,7 +195,12 @@ class StandaloneServer:
         snapshot = self.store.snapshot()
         assert self._session is not None
         await reconcile_snapshot(
-            snapshot, self.board, self._session, self.url, self.options.reconcile
+            snapshot,
+            self.board,
+            self._session,
+            self.url,
+            self.options.reconcile,
+            uploads=self.uploads,
         )
         self._reconciled_once.set()
 
@@ -229,6 +235,8 @@ async def reconcile_snapshot(
     session: aiohttp.ClientSession,
     base_url: str | None,
     settings: ReconcileSettings,
+    *,
+    uploads: probes.UploadChecks | None = None,
 ) -> None:
     """Reconcile every connector in `snapshot` and publish the result to the state dir.
 
@@ -251,6 +259,7 @@ async def reconcile_snapshot(
                 proxy=proxy,
                 previous=board.statuses.get(key),
                 settings=settings,
+                uploads=uploads,
             )
         board.record(connector, status)
 
