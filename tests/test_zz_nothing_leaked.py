@@ -15,7 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import leaks
+from connectors.standalone.localregistry import LocalRegistry
+from tests.support import clients, leaks
+from tests.support import seed as seed_manifests
+from tests.support.standalone import Standalone
 
 JWT = re.compile(rb"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")
 OWN_LOGS = ("serve.log", "operator-*.log", "proxy-*.log", "csi-*.log")
@@ -23,7 +26,21 @@ OWN_LOGS = ("serve.log", "operator-*.log", "proxy-*.log", "csi-*.log")
 
 def test_no_password_or_token_reached_anywhere_it_must_not(
     tmp_path_factory: pytest.TempPathFactory,
+    standalone: Standalone,
+    pypi_registry: LocalRegistry,
 ):
+    # The seed's story once more, so that even alone this scan has a password to look for
+    # and a server log, a status file, rendered files and client output to look in.
+    namespace = "last-scan"
+    standalone.write(namespace, "seed.yaml", seed_manifests.step_2(
+        username=pypi_registry.username, password=pypi_registry.password,
+        address=pypi_registry.url,
+    ))  # fmt: skip
+    standalone.wait_ready(namespace, "pypi-connector")
+    work = tmp_path_factory.mktemp("last-scan")
+    standalone.render(namespace, "pypi-connector", "pipconf", into=work)
+    clients.pip_install(work / "pip.conf", "nothing-here==1", target=work / "site")
+
     for flush in leaks.BEFORE_SCAN:
         flush()
     base = tmp_path_factory.getbasetemp()
@@ -31,6 +48,10 @@ def test_no_password_or_token_reached_anywhere_it_must_not(
     places = list(leaks.SEEN)
     for pattern in ("*.log", "status.json"):
         places += [(str(p.relative_to(base)), p.read_bytes()) for p in base.rglob(pattern)]
+    assert pypi_registry.password.encode() in needles and len(places) >= 4
+    # The scan finds what it looks for: a password planted in a copy of a real place.
+    planted = [("planted", places[0][1] + pypi_registry.password.encode())]
+    assert leaks.find_leaks(needles, planted) == ["planted"]
     assert leaks.find_leaks(needles, places) == []
 
     logs: list[Path] = [p for pattern in OWN_LOGS for p in base.rglob(pattern)]

@@ -338,6 +338,16 @@ def test_a_restarted_operator_converges_without_rewriting_anything(
         "-o", "name",
     ).stdout.split()  # fmt: skip
     assert services == ["service/c-pypi-connector"]
+    # Nothing rewritten must mean "nothing needed", not "nobody there": the restarted
+    # process is running and acts on the next change.
+    assert operator.process is not None and operator.process.poll() is None
+    kube_cluster.kubectl("delete", "service", "c-pypi-connector", "-n", NS)
+    deadline = time.monotonic() + 20
+    while kube_cluster.kubectl(
+        "get", "service", "c-pypi-connector", "-n", NS, check=False
+    ).returncode:
+        assert time.monotonic() < deadline, "the restarted operator did not act on a change"
+        time.sleep(0.25)
 
 
 def test_a_deleted_service_is_recreated(

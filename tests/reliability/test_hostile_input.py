@@ -1,7 +1,9 @@
 """Property-based hostile input against a running proxy: whatever arrives on the wire
 (request lines, paths, Host headers, Authorization values, methods, oversized headers),
 the proxy answers with a well-formed response and never a server error of its own, never
-sends anything to a host other than the connector's, and never dies."""
+sends anything to a host other than the connector's, and never dies. "Nowhere else" is
+observed, not assumed: a second registry, the canary, is named in the hostile paths and
+Host headers, and must never be asked anything."""
 
 from __future__ import annotations
 
@@ -87,17 +89,37 @@ def exchange(url: str, raw: bytes) -> bytes:
     return answer
 
 
+@pytest.fixture(scope="module")
+def canary() -> Iterator[FaultyRegistry]:
+    """A registry no connector names: any request reaching it went somewhere else."""
+    with faulty.faulty_registry() as registry:
+        yield registry
+
+
+def toward(canary: FaultyRegistry) -> st.SearchStrategy[tuple[str, str]]:
+    """A path and a Host header that name the canary, as an attacker would try."""
+    where = canary.url.removeprefix("http://")
+    paths = st.sampled_from([
+        f"http://{where}/simple/", f"//{where}/simple/", f"/_ext/{where}/simple/",
+        f"/_origin/{where}/simple/", f"/{where}/simple/", f"/..//{where}/simple/",
+    ])  # fmt: skip
+    hosts = st.sampled_from([where, f"c-guarded.default@{where}", f"{where}#c-guarded.default"])
+    return st.tuples(paths, hosts)
+
+
 @settings(
     max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(data=st.data())
 def test_hostile_requests_get_client_errors_and_go_nowhere_else(
-    guarded: tuple[Standalone, FaultyRegistry, str], data: st.DataObject
+    guarded: tuple[Standalone, FaultyRegistry, str], canary: FaultyRegistry, data: st.DataObject
 ):
     server, registry, token = guarded
     method = data.draw(METHODS)
     path = data.draw(PATHS)
     host = data.draw(HOSTS)
+    if data.draw(st.booleans()):
+        path, host = data.draw(toward(canary))
     authorization = data.draw(authorizations(token))
     routed = data.draw(st.booleans())
     if routed and path.startswith("/"):
@@ -117,6 +139,7 @@ def test_hostile_requests_get_client_errors_and_go_nowhere_else(
     for seen in registry.seen:
         assert seen.host == registry.url.removeprefix("http://")
         assert ".." not in seen.path and "//" not in seen.path
+    assert canary.seen == []
 
 
 def test_the_proxy_is_still_healthy_afterwards(guarded: tuple[Standalone, FaultyRegistry, str]):
