@@ -92,21 +92,29 @@ def test_render_of_an_unknown_configuration_names_the_known_ones(served: Standal
 def test_token_and_render_for_several_connectors_give_one_token_each_accepts(
     served: Standalone, pypi_registry: LocalRegistry
 ):
-    served.write("default", "second.yaml", connector_manifest("second", pypi_registry.url))
-    served.wait_ready("default", "second")
-    result = cli("token", "mirror", "second", place=served)
+    ns = "several"  # a namespace of its own: the other tests list "default"
+    served.write(
+        ns,
+        "c.yaml",
+        secret_manifest("registry-secret", pypi_registry.username, pypi_registry.password),
+        connector_manifest("one", pypi_registry.url),
+        connector_manifest("two", pypi_registry.url),
+    )
+    served.wait_ready(ns, "one")
+    served.wait_ready(ns, "two")
+    result = cli("token", "one", "two", "-n", ns, place=served)
     assert result.returncode == 0, result.stderr
     token = result.stdout.strip()
-    for name in ("mirror", "second"):
-        url = served.connector_url("default", name) + "/simple/"
+    for name in ("one", "two"):
+        url = served.connector_url(ns, name) + "/simple/"
         assert wire.request("GET", url, headers=wire.basic(token)).status == 200
-    rendered = cli("render", "mirror", "second", "-c", "netrc", "-c", "pipconf", place=served)
+    rendered = cli("render", "one", "two", "-n", ns, "-c", "netrc", "-c", "pipconf", place=served)
     assert rendered.returncode == 0, rendered.stderr
     assert rendered.stdout.count("machine 127.0.0.1") == 1
-    assert "/connectors/second/simple/" in rendered.stdout  # the extra index
-    missing = cli("render", "mirror", "ghost", "-c", "netrc", place=served)
+    assert "/connectors/two/simple/" in rendered.stdout  # the extra index
+    missing = cli("render", "one", "ghost", "-n", ns, "-c", "netrc", place=served)
     assert missing.returncode == 1
-    assert missing.stderr.startswith("error: connector ghost not found in namespace default")
+    assert missing.stderr.startswith(f"error: connector ghost not found in namespace {ns}")
     assert len(missing.stderr.strip().splitlines()) == 1
 
 
