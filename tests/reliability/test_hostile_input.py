@@ -97,13 +97,16 @@ def canary() -> Iterator[FaultyRegistry]:
 
 
 def toward(canary: FaultyRegistry) -> st.SearchStrategy[tuple[str, str]]:
-    """A path and a Host header that name the canary, as an attacker would try."""
+    """A path and a Host header, one or both naming the canary, as an attacker would try."""
     where = canary.url.removeprefix("http://")
     paths = st.sampled_from([
         f"http://{where}/simple/", f"//{where}/simple/", f"/_ext/{where}/simple/",
         f"/_origin/{where}/simple/", f"/{where}/simple/", f"/..//{where}/simple/",
     ])  # fmt: skip
-    hosts = st.sampled_from([where, f"c-guarded.default@{where}", f"{where}#c-guarded.default"])
+    hosts = st.one_of(
+        HOSTS,
+        st.sampled_from([where, f"c-guarded.default@{where}", f"{where}#c-guarded.default"]),
+    )
     return st.tuples(paths, hosts)
 
 
@@ -118,10 +121,13 @@ def test_hostile_requests_get_client_errors_and_go_nowhere_else(
     method = data.draw(METHODS)
     path = data.draw(PATHS)
     host = data.draw(HOSTS)
-    if data.draw(st.booleans()):
-        path, host = data.draw(toward(canary))
     authorization = data.draw(authorizations(token))
     routed = data.draw(st.booleans())
+    if data.draw(st.booleans()):
+        # Aimed at the canary the way a client of the connector would try it: through the
+        # connector's path, with a token the proxy accepts.
+        path, host = data.draw(toward(canary))
+        method, routed, authorization = "GET", True, "Bearer " + token
     if routed and path.startswith("/"):
         path = "/namespaces/default/connectors/guarded" + path
     headers = [f"Host: {host}"]
