@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from connectors.api import addresses, crds
-from connectors.api.errors import ConnectorsError
+from connectors.api.errors import ConnectorsError, UsageError
 from connectors.api.resources import DEFAULT_NAMESPACE
 from connectors.auth import audiences, authenticator, kubeauth, tokens
 from connectors.csi import minting  # no grpc: the defaults of `connectors csi`
@@ -88,7 +88,7 @@ def parse_size(text: str) -> int:
     except ValueError:
         value = -1.0
     if value < 0 or unit not in _SIZE_UNITS:
-        raise ConnectorsError(f"{text!r} is not a size such as 0, 500MiB or 2GiB")
+        raise UsageError(f"{text!r} is not a size such as 0, 500MiB or 2GiB")
     return int(value * _SIZE_UNITS[unit])
 
 
@@ -114,7 +114,7 @@ def _add_cache(parser: argparse.ArgumentParser, *, default_dir: str) -> None:
 def _cache_settings(args: argparse.Namespace, directory: Path | None) -> filecache.CacheSettings:
     size = parse_size(args.cache_size)
     if args.cache_fresh_seconds < 0:
-        raise ConnectorsError("--cache-fresh-seconds must not be negative")
+        raise UsageError("--cache-fresh-seconds must not be negative")
     where = args.cache_dir or directory
     return filecache.CacheSettings(
         directory=where if size > 0 else None,
@@ -151,11 +151,11 @@ def _add_client_limits(parser: argparse.ArgumentParser) -> None:
 
 def _client_limits(args: argparse.Namespace) -> serving.ClientLimits:
     if args.client_idle_timeout <= 0:
-        raise ConnectorsError("--client-idle-timeout must be positive")
+        raise UsageError("--client-idle-timeout must be positive")
     if args.max_client_connections is None:
         return serving.ClientLimits(idle_timeout_seconds=args.client_idle_timeout)
     if args.max_client_connections < 1:
-        raise ConnectorsError("--max-client-connections must be at least 1")
+        raise UsageError("--max-client-connections must be at least 1")
     return serving.ClientLimits(
         idle_timeout_seconds=args.client_idle_timeout,
         max_connections=args.max_client_connections,
@@ -170,7 +170,7 @@ def _forward_settings(
         first_byte = idle = args.upstream_timeout
     timeouts = (args.upstream_connect_timeout, first_byte, idle)
     if min(timeouts) <= 0:
-        raise ConnectorsError("upstream timeouts must be positive")
+        raise UsageError("upstream timeouts must be positive")
     return forwarding.ForwardSettings(
         connect_timeout_seconds=min(args.upstream_connect_timeout, first_byte),
         first_byte_timeout_seconds=first_byte,
@@ -547,7 +547,8 @@ def _csi(args: argparse.Namespace) -> int:
     from connectors.csi import server as csi_server  # grpc loads only here
 
     if not args.node_id:
-        raise ConnectorsError("--node-id (or $NODE_NAME) is required")
+        raise UsageError("--node-id (or $NODE_NAME) is required")
+    csi_server.socket_path(args.endpoint)  # a bad --endpoint is one line, before anything
     options = csi_server.CsiOptions(
         endpoint=args.endpoint,
         node_id=args.node_id,
@@ -578,7 +579,7 @@ def _host_port(text: str) -> tuple[str, int]:
     try:
         return host.strip("[]") or "127.0.0.1", int(port)
     except ValueError:
-        raise ConnectorsError(f"{text!r} is not HOST:PORT") from None
+        raise UsageError(f"{text!r} is not HOST:PORT") from None
 
 
 def _install(args: argparse.Namespace) -> int:

@@ -256,3 +256,27 @@ def test_get_and_describe_of_a_missing_connector_exit_1_in_one_line(served: Stan
         result = cli(*command, place=served)
         assert result.returncode == 1, command
         assert result.stderr.strip() == 'error: connector "default/ghost" not found'
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (
+            ["csi", "--endpoint", "tcp://0.0.0.0:9", "--node-id", "n"],
+            "--endpoint 'tcp://0.0.0.0:9' must be unix:///path/to/socket",
+        ),
+        (
+            ["csi", "--endpoint", "unix:///tmp/x.sock", "--node-id", ""],
+            "--node-id (or $NODE_NAME) is required",
+        ),
+        (["proxy", "--listen", "nowhere"], "'nowhere' is not HOST:PORT"),
+        (["serve", "--cache-size", "lots"], "'lots' is not a size"),
+    ],
+)
+def test_a_bad_setting_is_one_line_naming_it_never_a_traceback(argv: list[str], says: str):
+    result = subprocess.run(
+        [CONNECTORS, *argv], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert result.stderr.startswith("error: ") and says in result.stderr

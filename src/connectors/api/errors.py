@@ -10,8 +10,15 @@
     ├── RegistryDataError        a registry's answer cannot be used (malformed, too large)
     ├── Overloaded               a tenant's share of the shared proxy is in use: retry later
     ├── StateError               local state (keys, server address, kubeconfig) is missing or bad
+    ├── UsageError               a command-line setting cannot be used (size, HOST:PORT, endpoint)
     ├── ApiError                 the Kubernetes API server refused a request (status, reason)
-    └── ApiUnavailable           the Kubernetes API server cannot be reached now
+    ├── ApiUnavailable           the Kubernetes API server cannot be reached now
+    ├── VolumeError              a CSI volume cannot be served as asked (answered with a gRPC code)
+    │   ├── csi.volume.InvalidVolume     its attributes (also a ValueError)
+    │   ├── csi.files.UnsafeFilename     a rendered file name outside the volume (also a ValueError)
+    │   ├── csi.memoryfs.MountError      its tmpfs (also an OSError)
+    │   └── csi.publisher.PublishError   anything else, with the gRPC code to answer
+    └── proxy.splice.RelayBroken  a relayed body broke off: the client's connection is closed
 
 Third-party exceptions are translated into these at the boundary (`raise ... from exc`), so
 callers handle one family. Messages say what happened and what to do, and never carry a
@@ -98,3 +105,12 @@ class ApiError(ConnectorsError):
 
 class ApiUnavailable(ConnectorsError):
     """The Kubernetes API server cannot be reached now; retry later."""
+
+
+class UsageError(ConnectorsError):
+    """A command-line setting cannot be used; the message names it and its form."""
+
+
+class VolumeError(ConnectorsError):
+    """A CSI volume cannot be served as asked; subclasses live with the driver (grpc stays
+    there), and each reaches kubelet as a gRPC status with this message."""

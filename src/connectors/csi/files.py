@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 from pathlib import Path, PurePosixPath
 
+from connectors.api.errors import VolumeError
 from connectors.csi import memoryfs
 
 FILE_MODE = 0o444
@@ -29,7 +30,7 @@ DIR_MODE = 0o755
 _NEW = ".new-"  # prefix of a file being created, never a rendered name
 
 
-class UnsafeFilename(ValueError):
+class UnsafeFilename(VolumeError, ValueError):
     """A file name that would land outside the volume or clash with the writer's own."""
 
 

@@ -15,13 +15,15 @@ import errno
 import os
 from pathlib import Path
 
+from connectors.api.errors import VolumeError
+
 SIZE_BYTES = 4 * 1024 * 1024
 MAX_INODES = 256
 _MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 0x2, 0x4, 0x8
 _MNT_DETACH = 0x2
 
 
-class MountError(OSError):
+class MountError(VolumeError, OSError):
     """The memory-backed mount could not be made or removed."""
 
 

@@ -33,7 +33,13 @@ import grpc
 
 from connectors.api import addresses
 from connectors.api.conditions import ConditionType
-from connectors.api.errors import ApiError, ApiUnavailable, NotFoundError, TemplateError
+from connectors.api.errors import (
+    ApiError,
+    ApiUnavailable,
+    NotFoundError,
+    TemplateError,
+    VolumeError,
+)
 from connectors.api.resources import Connector, ConnectorClass
 from connectors.auth import audiences, kubeauth
 from connectors.csi import files, memoryfs, minting, volume
@@ -49,7 +55,7 @@ MayUse = Callable[[PodInfo, str, str], Awaitable[bool]]  # (pod, namespace, conn
 Target = tuple[Connector, ConnectorClass, str]  # a connector, its class, its proxy URL
 
 
-class PublishError(Exception):
+class PublishError(VolumeError):
     """A publish that must fail with a gRPC status code and a message for the user."""
 
     def __init__(self, code: grpc.StatusCode, message: str) -> None:

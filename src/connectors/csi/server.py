@@ -10,6 +10,7 @@ from pathlib import Path
 import grpc
 
 from connectors.api import addresses
+from connectors.api.errors import UsageError
 from connectors.auth import audiences, kubeauth
 from connectors.classes.builtin import builtin_classes
 from connectors.csi import minting, publisher, services
@@ -37,7 +38,7 @@ class CsiOptions:
 
 def socket_path(endpoint: str) -> Path:
     if not endpoint.startswith("unix://"):
-        raise ValueError(f"endpoint {endpoint!r} must be unix:///path/to/socket")
+        raise UsageError(f"--endpoint {endpoint!r} must be unix:///path/to/socket")
     return Path(endpoint.removeprefix("unix://"))
 
 

@@ -21,7 +21,7 @@ import dataclasses
 import json
 from collections.abc import Mapping
 
-from connectors.api.errors import TokenError
+from connectors.api.errors import TokenError, VolumeError
 from connectors.auth import tokens
 
 POD_NAME = "csi.storage.k8s.io/pod.name"
@@ -44,7 +44,7 @@ MIN_TOKEN_SECONDS = 10 * 60  # the API server's own minimum for a TokenRequest
 MAX_TOKEN_SECONDS = 24 * 60 * 60
 
 
-class InvalidVolume(ValueError):
+class InvalidVolume(VolumeError, ValueError):
     """The volume context cannot be served as written; the message says what to fix."""
 
 

@@ -26,6 +26,8 @@ import socket
 import struct
 import threading
 
+from connectors.api.errors import ConnectorsError
+
 log = logging.getLogger(__name__)
 
 MIN_BYTES = 8 * 1024 * 1024
@@ -36,7 +38,7 @@ _F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ, missing from older Pythons' fcntl mo
 AVAILABLE = hasattr(os, "splice")
 
 
-class RelayBroken(Exception):
+class RelayBroken(ConnectorsError):
     """The body could not be relayed whole; the client connection must be closed."""
 
 
