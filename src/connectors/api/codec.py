@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, TypeVar, get_args, get_origin
 
+from connectors.api import timestamps
 from connectors.api.errors import ManifestError
 
 T = TypeVar("T")
@@ -127,7 +128,7 @@ def _decode_scalar(hint: Any, value: object, path: str) -> Any:
         if isinstance(value, datetime):
             return value
         try:
-            return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+            return timestamps.parse(str(value))
         except ValueError:
             raise ManifestError("expected a time like 2026-01-31T12:00:00Z", field=path) from None
     if hint is bool:
@@ -163,7 +164,7 @@ def encode(obj: object) -> Any:
     if isinstance(obj, enum.Enum):
         return obj.value
     if isinstance(obj, datetime):
-        return obj.strftime("%Y-%m-%dT%H:%M:%SZ")
+        return timestamps.format_time(obj)
     return obj
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from datetime import UTC, datetime
+from datetime import datetime
 
+from connectors.api import timestamps
 from connectors.api.codec import wire
 
 
@@ -65,7 +66,7 @@ class Condition:
     message: str = dataclasses.field(default="", metadata=wire("message"))
     severity: str = dataclasses.field(default="", metadata=wire("severity"))
     last_transition_time: datetime = dataclasses.field(
-        default_factory=lambda: datetime.now(UTC).replace(microsecond=0),
+        default_factory=timestamps.now,
         metadata=wire("lastTransitionTime"),
     )
 
@@ -87,7 +88,7 @@ class Condition:
             "status": self.status.value,
             "reason": self.reason,
             "message": self.message,
-            "lastTransitionTime": self.last_transition_time.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "lastTransitionTime": timestamps.format_time(self.last_transition_time),
         }
         if self.severity:
             out["severity"] = self.severity

@@ -8,8 +8,8 @@ import dataclasses
 import json
 import time
 from collections.abc import Mapping
-from datetime import datetime
 
+from connectors.api import timestamps
 from connectors.auth import reviews
 from connectors.csi.volume import KUBELET_TOKENS, PodInfo
 from connectors.kube.client import KubeClient
@@ -77,4 +77,4 @@ async def request(
 
 
 def _timestamp(text: str) -> float:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    return timestamps.parse(text).timestamp()

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
 from typing import Any
 
+from connectors.api import timestamps
 from connectors.api.errors import ApiError, ApiUnavailable
 from connectors.kube.client import KubeClient
 
@@ -27,7 +27,7 @@ async def post(
     """Record one Event; failing to record it is logged, never raised (it is a courtesy)."""
     metadata = involved.get("metadata") or {}
     namespace = str(metadata.get("namespace") or "default")
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    now = timestamps.format_time(timestamps.now())
     event = {
         "apiVersion": "v1",
         "kind": "Event",

@@ -13,9 +13,10 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
+from connectors.api import timestamps
 from connectors.api.errors import ApiError, ApiUnavailable
 from connectors.kube.client import KubeClient, resource_path
 
@@ -32,18 +33,8 @@ class LeaseSettings:
     retry_seconds: float = 2.0
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _format(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 def _parse(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return timestamps.parse(text) if text else None
 
 
 class LeaderElector:
@@ -55,7 +46,7 @@ class LeaderElector:
         )
 
     def _spec(self, acquired: str | None, transitions: int) -> dict[str, Any]:
-        now = _format(_now())
+        now = timestamps.format_micro_time(timestamps.precise_now())
         return {
             "holderIdentity": self.settings.identity,
             "leaseDurationSeconds": self.settings.duration_seconds,
@@ -84,7 +75,7 @@ class LeaderElector:
             return await self._write("PUT", self.path, lease)
         renewed = _parse(spec.get("renewTime"))
         duration = int(spec.get("leaseDurationSeconds") or self.settings.duration_seconds)
-        if holder and renewed and _now() < renewed + timedelta(seconds=duration):
+        if holder and renewed and timestamps.precise_now() < renewed + timedelta(seconds=duration):
             return False
         lease["spec"] = self._spec(None, transitions + 1)
         return await self._write("PUT", self.path, lease)

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from connectors.api import addresses
+from connectors.api import addresses, timestamps
 from connectors.api.conditions import Condition, ConditionType, Status
 from connectors.api.resources import Connector, ConnectorStatus
 from connectors.proxy.metrics import CacheSummary, ProxyMetrics
@@ -207,7 +207,7 @@ def _condition_row(condition: Condition) -> str:
             f'<span class="badge {_tone(condition)}">{_e(condition.status.value)}</span>',
             _e(condition.reason),
             _e(condition.message),
-            _e(condition.last_transition_time.strftime("%Y-%m-%d %H:%M:%SZ")),
+            _e(timestamps.format_time(condition.last_transition_time)),
         ],
     )
 

@@ -9,11 +9,12 @@ Secret's content.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import yaml
 
+from connectors.api import timestamps
 from connectors.api.conditions import ConditionType
 from connectors.api.errors import NotFoundError
 from connectors.api.resources import API_VERSION
@@ -52,7 +53,7 @@ def select(document: dict[str, Any], namespace: str | None, name: str | None) ->
 
 
 def table(rows: list[Row], *, all_namespaces: bool, wide: bool, now: datetime | None = None) -> str:
-    now = now or datetime.now(UTC)
+    now = now or timestamps.now()
     header = ["NAME", "CLASS", "ADDRESS", "READY", "REASON", "AGE"]
     if wide:
         header += ["PROXY", "MESSAGE"]
@@ -114,7 +115,7 @@ def dumped(document: Any, output: str) -> str:
 
 def describe(row: Row, problems: list[str], now: datetime | None = None) -> str:
     """Everything known about one connector, conditions with reasons and messages first."""
-    now = now or datetime.now(UTC)
+    now = now or timestamps.now()
     where = f"{row['namespace']}/{row['name']}"
     lines = [
         f"Name:         {row['name']}",
@@ -156,7 +157,7 @@ def _ready(row: Row) -> dict[str, str]:
 
 
 def _first_seen(row: Row) -> datetime:
-    return datetime.strptime(row["firstSeen"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    return timestamps.parse(row["firstSeen"])
 
 
 def _proxy_url(row: Row) -> str:

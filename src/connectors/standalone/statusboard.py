@@ -7,8 +7,9 @@ state directory's status.json, which `connectors get connectors` reads.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import datetime
 
+from connectors.api import timestamps
 from connectors.api.conditions import ConditionType
 from connectors.api.resources import Connector, ConnectorStatus
 from connectors.standalone.state import StateDir
@@ -25,7 +26,7 @@ class StatusBoard:
 
     def record(self, connector: Connector, status: ConnectorStatus) -> None:
         key = connector.key
-        self.first_seen.setdefault(key, datetime.now(UTC))
+        self.first_seen.setdefault(key, timestamps.now())
         before = self.statuses.get(key)
         self.statuses[key] = status
         _log_ready_change(connector, before, status)
@@ -48,7 +49,7 @@ class StatusBoard:
                     "name": connector.name,
                     "connectorClassName": connector.spec.connector_class_name,
                     "address": connector.spec.address,
-                    "firstSeen": self.first_seen[key].strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "firstSeen": timestamps.format_time(self.first_seen[key]),
                     "status": status.to_dict(),
                 }
             )
