@@ -1,14 +1,16 @@
-"""The operator's work queue: which Connectors to reconcile, when, and what to write back.
+"""The operator's controller: which Connectors to reconcile, when, and what to write back.
 
-A Connector is queued when it first appears, when its spec changes (generation ahead of
-observedGeneration), when its Secret or class changes, when its Service disappears, and
-again every re-probe interval. A key is never worked on twice at once; one queued while
-being worked on is worked on again afterwards. Each pass: apply the Service, run the
-shared reconciler, and patch status only when it differs from what is stored, so a
-restarted operator that finds everything in order writes nothing. Failures to talk to the
-API server are retried with backoff; they are never written into status. Each worker runs
-under `supervision.supervise`, so nothing that goes wrong around a pass can end it, and a
-failed pass is logged by `supervision.describe` (never a third-party message verbatim).
+Connectors come from the KubeStore's watch, the one source of every resource the operator
+reads (kopf watches only the Services it owns, for their deletion). A Connector is queued
+when it first appears, when its spec changes (generation ahead of observedGeneration),
+when its Secret or class changes, when its Service disappears, and again every re-probe
+interval; the queue (`workqueue.py`) keeps a key from being worked on twice at once and
+backs off after failures to talk to the API server, which are never written into status.
+Each pass: apply the Service, run the shared reconciler, and patch status only when it
+differs from what is stored, so a restarted operator that finds everything in order
+writes nothing. Each worker runs under `supervision.supervise`, so nothing that goes wrong
+around a pass can end it, and a failed pass is logged by `supervision.describe` (never a
+third-party message verbatim).
 """
 
 from __future__ import annotations
@@ -20,14 +22,14 @@ from typing import Any
 
 import aiohttp
 
-from connectors.api import manifests
 from connectors.api.conditions import ConditionType, Status
-from connectors.api.errors import ApiError, ApiUnavailable, ManifestError
-from connectors.api.resources import Connector, ConnectorStatus
+from connectors.api.errors import ApiError, ApiUnavailable
+from connectors.api.resources import API_VERSION, Connector, ConnectorStatus
 from connectors.kube import events
 from connectors.kube.client import KubeClient, resource_path
 from connectors.operator import services
 from connectors.operator.settings import OperatorSettings
+from connectors.operator.workqueue import Outcome, Timing, WorkQueue
 from connectors.reconcile import probes
 from connectors.reconcile.reconciler import ProxyInfo, reconcile
 from connectors.registry import access
@@ -55,82 +57,57 @@ class ConnectorController:
         self.session = session
         self.settings = settings
         self.uploads = probes.UploadChecks()
-        self.bodies: dict[Key, dict[str, Any]] = {}
         self.connectors: dict[Key, Connector] = {}
-        self._queue: asyncio.Queue[Key] = asyncio.Queue()
-        self._queued: set[Key] = set()
-        self._active: set[Key] = set()
-        self._again: set[Key] = set()
-        self._timers: dict[Key, asyncio.TimerHandle] = {}
-        self._failures: dict[Key, int] = {}
+        self.queue: WorkQueue[Key] = WorkQueue(
+            Timing(
+                resync_seconds=settings.reprobe_interval_seconds,
+                first_retry_seconds=settings.retry_seconds,
+                max_retry_seconds=MAX_BACKOFF_SECONDS,
+            )
+        )
         self._services: set[tuple[Key, str]] = set()  # (key, uid) whose Service is applied
         self._workers: list[asyncio.Task[None]] = []
         self.health = Health()
         store.subscribe(self.on_store_change)
+        for key in store.snapshot().connectors:  # any listed before this controller listened
+            self._connector_changed(key)
 
     # What the watches say -----------------------------------------------------------------
 
-    def observe(self, event_type: str, body: dict[str, Any]) -> None:
-        """A Connector event from the watch."""
-        key = _key(body)
-        if event_type == "DELETED":
-            self.forget(key)
-            return
-        try:
-            connector = manifests.parse({**body, "kind": "Connector"})
-        except ManifestError as exc:
-            log.error("connector %s/%s cannot be read: %s", *key, exc)
-            return
-        assert isinstance(connector, Connector)
-        before = self.bodies.get(key)
-        self.bodies[key] = body
-        self.connectors[key] = connector
-        generation = (body.get("metadata") or {}).get("generation")
-        observed = (body.get("status") or {}).get("observedGeneration")
-        if before is None or generation != observed:
-            self.enqueue(key)
-
-    def on_service_deleted(self, namespace: str, connector_name: str) -> None:
-        key = (namespace, connector_name)
-        self._services = {entry for entry in self._services if entry[0] != key}
-        if key in self.bodies:
-            self.enqueue(key)
-
     def on_store_change(self, kind: str, namespace: str, name: str) -> None:
         if kind == "Connector":
-            return  # the operator's own watch says more (event type, raw body)
+            self._connector_changed((namespace, name))
+            return
         for key, connector in list(self.connectors.items()):
             uses_class = kind == "ConnectorClass" and connector.spec.connector_class_name == name
             uses_secret = (
                 kind == "Secret" and key[0] == namespace and name in _secret_names(connector)
             )
             if uses_class or uses_secret:
-                self.enqueue(key)
+                self.queue.add(key)
+
+    def _connector_changed(self, key: Key) -> None:
+        connector = self.store.connector(*key)
+        if connector is None:
+            self.forget(key)
+            return
+        before = self.connectors.get(key)
+        self.connectors[key] = connector
+        if before is None or connector.metadata.generation != connector.status.observed_generation:
+            self.queue.add(key)
+
+    def on_service_deleted(self, namespace: str, connector_name: str) -> None:
+        key = (namespace, connector_name)
+        self._services = {entry for entry in self._services if entry[0] != key}
+        if key in self.connectors:
+            self.queue.add(key)
 
     def forget(self, key: Key) -> None:
-        self.bodies.pop(key, None)
         self.connectors.pop(key, None)
-        timer = self._timers.pop(key, None)
-        if timer is not None:
-            timer.cancel()
-        self._failures.pop(key, None)
+        self.queue.forget(key)
         self._services = {entry for entry in self._services if entry[0] != key}
 
-    # The queue ----------------------------------------------------------------------------
-
-    def enqueue(self, key: Key) -> None:
-        if key in self._active:
-            self._again.add(key)
-        elif key not in self._queued:
-            self._queued.add(key)
-            self._queue.put_nowait(key)
-
-    def _enqueue_later(self, key: Key, delay: float) -> None:
-        timer = self._timers.pop(key, None)
-        if timer is not None:
-            timer.cancel()
-        loop = asyncio.get_running_loop()
-        self._timers[key] = loop.call_later(delay, self.enqueue, key)
+    # The workers --------------------------------------------------------------------------
 
     def start(self) -> None:
         self._workers = [
@@ -142,8 +119,7 @@ class ConnectorController:
         ]
 
     async def stop(self) -> None:
-        for timer in self._timers.values():
-            timer.cancel()
+        self.queue.close()
         for task in self._workers:
             task.cancel()
         for task in self._workers:
@@ -151,44 +127,36 @@ class ConnectorController:
                 await task
 
     def idle(self) -> bool:
-        return not self._queued and not self._active
+        return self.queue.idle()
 
     async def _work_one(self) -> None:
         await self.store.synced()  # never judge a Secret missing before the first list
-        key = await self._queue.get()
-        self._queued.discard(key)
-        self._active.add(key)
+        key = await self.queue.get()
+        outcome = Outcome.TERMINAL
         try:
-            delay = await self._pass(key)
+            outcome, problem = await self._pass(key)
         finally:
-            self._active.discard(key)
-        if key in self._again:
-            self._again.discard(key)
-            self.enqueue(key)
-        elif delay is not None and key in self.bodies:
-            self._enqueue_later(key, delay)
+            delay = self.queue.done(key, outcome)
+        if outcome is Outcome.RETRY and delay is not None:
+            log.warning("connector %s/%s: %s; retrying in %.0fs", *key, problem, delay)
 
-    async def _pass(self, key: Key) -> float | None:
-        """One reconcile; the delay until the next one, or None when the key is gone."""
+    async def _pass(self, key: Key) -> tuple[Outcome, str]:
+        """One reconcile, and how it ended: a failure to talk to the API server is worth a
+        retry soon; any other failure would only repeat, so it waits for the resync."""
         try:
             await self.reconcile_one(key)
         except (ApiError, ApiUnavailable) as exc:
-            failures = self._failures.get(key, 0) + 1
-            self._failures[key] = failures
-            delay = min(self.settings.retry_seconds * 2.0 ** (failures - 1), MAX_BACKOFF_SECONDS)
-            log.warning("connector %s/%s: %s; retrying in %.0fs", *key, exc, delay)
-            return delay
+            return Outcome.RETRY, str(exc)
         except Exception as exc:
             log.error("connector %s/%s: reconcile failed: %s", *key, describe(exc))
-            return self.settings.reprobe_interval_seconds
-        self._failures.pop(key, None)
-        return self.settings.reprobe_interval_seconds
+            return Outcome.TERMINAL, describe(exc)
+        return Outcome.SUCCEEDED, ""
 
     # One pass -----------------------------------------------------------------------------
 
     async def reconcile_one(self, key: Key) -> None:
-        body, connector = self.bodies.get(key), self.connectors.get(key)
-        if body is None or connector is None:
+        connector = self.connectors.get(key)
+        if connector is None:
             return
         proxy = await self._ensure_service(connector)
         status = await reconcile(
@@ -216,7 +184,7 @@ class ConnectorController:
             if exc.status == 404:  # deleted meanwhile
                 return
             raise
-        await self._announce(body, connector.status, status)
+        await self._announce(connector, connector.status, status)
 
     async def _ensure_service(self, connector: Connector) -> ProxyInfo:
         cls = self.store.snapshot().classes.get(connector.spec.connector_class_name)
@@ -238,7 +206,7 @@ class ConnectorController:
         return ProxyInfo(url=url, audience=services.audience(connector, self.settings))
 
     async def _announce(
-        self, body: dict[str, Any], before: ConnectorStatus, after: ConnectorStatus
+        self, connector: Connector, before: ConnectorStatus, after: ConnectorStatus
     ) -> None:
         old, new = before.condition(ConditionType.READY), after.condition(ConditionType.READY)
         if new is None or (old is not None and old.same_state(new)):
@@ -249,7 +217,7 @@ class ConnectorController:
             type_, reason, message = events.WARNING, new.reason or "NotReady", new.message
         await events.post(
             self.kube,
-            {**body, "apiVersion": "connectors.alauda.io/v1alpha1", "kind": "Connector"},
+            _involved(connector),
             type_=type_,
             reason=reason,
             message=message,
@@ -257,9 +225,19 @@ class ConnectorController:
         )
 
 
-def _key(body: dict[str, Any]) -> Key:
-    metadata = body.get("metadata") or {}
-    return (str(metadata.get("namespace") or ""), str(metadata.get("name") or ""))
+def _involved(connector: Connector) -> dict[str, Any]:
+    """The Connector as an Event's involvedObject names it."""
+    metadata = connector.metadata
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "Connector",
+        "metadata": {
+            "name": metadata.name,
+            "namespace": metadata.namespace,
+            "uid": metadata.uid,
+            "resourceVersion": metadata.resource_version,
+        },
+    }
 
 
 def _secret_names(connector: Connector) -> set[str]:

@@ -1,6 +1,7 @@
-"""kopf glue: the watches that feed the controller, and the API credentials kopf uses.
+"""kopf glue: the watch of the Services the operator owns, and the API credentials kopf
+uses. Connectors, classes and Secrets come from the KubeStore alone.
 
-Only event-watching handlers are registered: they add no finalizers and write nothing to
+Only an event-watching handler is registered: it adds no finalizers and writes nothing to
 the watched objects, so deleting a Connector or its namespace never waits for the operator.
 """
 
@@ -10,7 +11,6 @@ from typing import Any
 
 import kopf
 
-from connectors.api.resources import GROUP, VERSION
 from connectors.kube.config import ClusterConfig
 from connectors.operator import services
 from connectors.operator.controller import ConnectorController
@@ -22,11 +22,6 @@ def build_registry(controller: ConnectorController, config: ClusterConfig) -> ko
     @kopf.on.login(registry=registry)
     def login(**_: Any) -> kopf.ConnectionInfo:
         return connection_info(config)
-
-    @kopf.on.event(GROUP, VERSION, "connectors", registry=registry)
-    def connector_event(event: kopf.RawEvent, **_: Any) -> None:
-        # The initial listing comes with no type: it is an object seen for the first time.
-        controller.observe(str(event.get("type") or "ADDED"), dict(event["object"]))
 
     @kopf.on.event(
         "", "v1", "services",

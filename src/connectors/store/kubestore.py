@@ -96,6 +96,11 @@ class KubeStore:
             )
         return self._snapshot
 
+    def connector(self, namespace: str, name: str) -> Connector | None:
+        """One Connector as last seen, without building a snapshot (a listener's view)."""
+        found = self._objects["Connector"].get((namespace, name))
+        return found if isinstance(found, Connector) else None
+
     def subscribe(self, listener: Listener) -> None:
         self._listeners.append(listener)
 
