@@ -136,7 +136,7 @@ def _add_client_limits(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--client-idle-timeout",
         type=float,
-        default=serving.ClientLimits.idle_timeout_seconds,
+        default=serving.ClientSettings.idle_timeout_seconds,
         help="seconds a client connection may stay idle, or take to send a request's "
         "headers, before it is closed (default %(default)g)",
     )
@@ -149,14 +149,14 @@ def _add_client_limits(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _client_limits(args: argparse.Namespace) -> serving.ClientLimits:
+def _client_limits(args: argparse.Namespace) -> serving.ClientSettings:
     if args.client_idle_timeout <= 0:
         raise UsageError("--client-idle-timeout must be positive")
     if args.max_client_connections is None:
-        return serving.ClientLimits(idle_timeout_seconds=args.client_idle_timeout)
+        return serving.ClientSettings(idle_timeout_seconds=args.client_idle_timeout)
     if args.max_client_connections < 1:
         raise UsageError("--max-client-connections must be at least 1")
-    return serving.ClientLimits(
+    return serving.ClientSettings(
         idle_timeout_seconds=args.client_idle_timeout,
         max_connections=args.max_client_connections,
     )
@@ -523,7 +523,7 @@ def _operator(args: argparse.Namespace) -> int:
 def _proxy(args: argparse.Namespace) -> int:
     host, port = _host_port(args.listen)
     metrics_host, metrics_port = _host_port(args.metrics_listen)
-    options = cluster.ClusterProxyOptions(
+    options = cluster.ClusterProxySettings(
         host=host,
         port=port,
         metrics_host=metrics_host,
@@ -549,7 +549,7 @@ def _csi(args: argparse.Namespace) -> int:
     if not args.node_id:
         raise UsageError("--node-id (or $NODE_NAME) is required")
     csi_server.socket_path(args.endpoint)  # a bad --endpoint is one line, before anything
-    options = csi_server.CsiOptions(
+    options = csi_server.CsiSettings(
         endpoint=args.endpoint,
         node_id=args.node_id,
         state_dir=args.state_dir,
@@ -601,7 +601,7 @@ def _install(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     place = _place(args)
     host, port = _host_port(args.listen)
-    options = server.ServeOptions(
+    options = server.ServeSettings(
         config_dir=place.config_dir,
         state_dir=place.state_dir,
         host=host,
@@ -626,7 +626,7 @@ async def _until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> 
     await main(stop)
 
 
-async def _standalone(options: server.ServeOptions, stop: asyncio.Event) -> None:
+async def _standalone(options: server.ServeSettings, stop: asyncio.Event) -> None:
     async with server.StandaloneServer(options):
         await stop.wait()
 

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
-class CsiOptions:
+class CsiSettings:
     endpoint: str
     node_id: str
     state_dir: Path
@@ -42,7 +42,7 @@ def socket_path(endpoint: str) -> Path:
     return Path(endpoint.removeprefix("unix://"))
 
 
-async def run(config: ClusterConfig, options: CsiOptions, stop: asyncio.Event) -> None:
+async def run(config: ClusterConfig, options: CsiSettings, stop: asyncio.Event) -> None:
     """Serve until `stop` is set."""
     path = socket_path(options.endpoint)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
-class ClusterProxyOptions:
+class ClusterProxySettings:
     host: str = "0.0.0.0"  # noqa: S104 (a proxy in a pod serves the pod network)
     port: int = 8080
     metrics_host: str = "0.0.0.0"  # noqa: S104
@@ -41,7 +41,7 @@ class ClusterProxyOptions:
     authorization: kubeauth.AuthorizationMode = "namespace"
     workload_audience: str = audiences.WORKLOAD
     forward: forwarding.ForwardSettings = forwarding.ForwardSettings()
-    clients: serving.ClientLimits = dataclasses.field(default_factory=serving.ClientLimits)
+    clients: serving.ClientSettings = dataclasses.field(default_factory=serving.ClientSettings)
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
     # The status page names every tenant's connectors, addresses and recent paths, so a
@@ -77,7 +77,7 @@ def status_source(store: KubeStore) -> statuspage.StatusSource:
     )
 
 
-async def run(config: ClusterConfig, options: ClusterProxyOptions, stop: asyncio.Event) -> None:
+async def run(config: ClusterConfig, options: ClusterProxySettings, stop: asyncio.Event) -> None:
     """Serve until `stop` is set."""
     async with KubeClient(config) as kube:
         store = KubeStore(kube, base_classes=builtin_classes())

@@ -64,7 +64,7 @@ def default_max_connections() -> int:
 
 
 @dataclasses.dataclass(frozen=True)
-class ClientLimits:
+class ClientSettings:
     idle_timeout_seconds: float = 60.0
     max_connections: int = dataclasses.field(default_factory=default_max_connections)
 
@@ -110,7 +110,7 @@ class GuardedRequestHandler(RequestHandler):
 
 
 class GuardedServer(web.Server):
-    def __init__(self, *args: Any, limits: ClientLimits, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, limits: ClientSettings, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.limits = limits
         self._handler_kwargs = kwargs
@@ -151,9 +151,9 @@ _SERVER_ONLY = frozenset({"request_factory", "handler_cancellation", "loop"})
 
 
 class GuardedRunner(web.AppRunner):
-    """An AppRunner whose server applies `ClientLimits`."""
+    """An AppRunner whose server applies `ClientSettings`."""
 
-    def __init__(self, app: web.Application, limits: ClientLimits) -> None:
+    def __init__(self, app: web.Application, limits: ClientSettings) -> None:
         super().__init__(app, access_log=None)  # the audit line replaces the access log
         self.limits = limits
 

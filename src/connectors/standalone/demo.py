@@ -16,7 +16,7 @@ import textwrap
 from pathlib import Path
 
 from connectors.standalone import commands, listing, localregistry
-from connectors.standalone.server import ServeOptions, StandaloneServer
+from connectors.standalone.server import ServeSettings, StandaloneServer
 
 NAMESPACE = "connectors-pypi-demo"
 CONNECTOR = "pypi-connector"
@@ -96,7 +96,7 @@ async def _story(work: Path, captured: _Captured) -> int:
 
         step(2, "Creating the seed's Secret and Connector; starting connectors")
         place = commands.Place(config_dir=config_dir, state_dir=work / "state")
-        options = ServeOptions(config_dir=config_dir, state_dir=place.state_dir, port=0)
+        options = ServeSettings(config_dir=config_dir, state_dir=place.state_dir, port=0)
         async with StandaloneServer(options) as server:
             await server.wait_reconciled()
             status = await commands.current_status(place)

@@ -46,7 +46,7 @@ DEFAULT_RECONCILE_INTERVAL_SECONDS = 30.0
 
 
 @dataclasses.dataclass(frozen=True)
-class ServeOptions:
+class ServeSettings:
     config_dir: Path
     state_dir: Path
     host: str = "127.0.0.1"
@@ -57,10 +57,10 @@ class ServeOptions:
     reload_interval_seconds: float = 1.0
     reconcile: ReconcileSettings = ReconcileSettings()
     forward: forwarding.ForwardSettings = forwarding.ForwardSettings()
-    clients: serving.ClientLimits = dataclasses.field(default_factory=serving.ClientLimits)
+    clients: serving.ClientSettings = dataclasses.field(default_factory=serving.ClientSettings)
 
 
-def advertised_base(options: ServeOptions, port: int) -> str:
+def advertised_base(options: ServeSettings, port: int) -> str:
     if options.advertise_url:
         return options.advertise_url.rstrip("/")
     host = options.host if options.host not in ("", "0.0.0.0", "::") else "127.0.0.1"  # noqa: S104
@@ -71,7 +71,7 @@ def advertised_base(options: ServeOptions, port: int) -> str:
 class StandaloneServer:
     """Start with `async with StandaloneServer(options) as server:`; `server.url` is set."""
 
-    def __init__(self, options: ServeOptions) -> None:
+    def __init__(self, options: ServeSettings) -> None:
         self.options = options
         self.state = StateDir(options.state_dir)
         self.store = FileStore(options.config_dir, builtin_classes())
