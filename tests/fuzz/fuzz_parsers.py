@@ -38,7 +38,8 @@ SECRET_FILE = _secret_file.name
 
 
 def _text(data: bytes) -> str:
-    return atheris.FuzzedDataProvider(data).ConsumeUnicodeNoSurrogates(len(data))
+    text: str = atheris.FuzzedDataProvider(data).ConsumeUnicodeNoSurrogates(len(data))
+    return text
 
 
 def fuzz_target(data: bytes) -> None:

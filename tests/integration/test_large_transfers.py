@@ -79,7 +79,7 @@ def test_a_210_mib_download_streams_through_in_bounded_memory(
 ):
     expected = write_random(pypi_registry.packages / "big-1.0.tar.gz", SIZE)
     parts = urlsplit(base)
-    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=120)
+    connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=120)
     digest = hashlib.sha256()
     received = 0
     with PeakRss(standalone.pid) as rss:
@@ -137,7 +137,7 @@ def test_a_210_mib_upload_streams_through_in_bounded_memory(
     expected = write_random(source, SIZE)
     content_type, body, length = multipart_upload(source, source.name)
     parts = urlsplit(base)
-    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=300)
+    connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=300)
     with PeakRss(standalone.pid) as rss:
         connection.request(
             "POST",

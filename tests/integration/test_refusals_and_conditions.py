@@ -13,6 +13,7 @@ from connectors.auth.keys import KeyRing
 from connectors.standalone.localregistry import LocalRegistry, free_port
 from tests.support import wire
 from tests.support.standalone import Standalone, connector_manifest, secret_manifest
+from tests.support.waiting import settled
 
 NS = "refusals"
 
@@ -173,11 +174,11 @@ def test_malformed_file_is_reported_while_valid_connectors_keep_serving(
         "apiVersion: connectors.alauda.io/v1alpha1\nkind: Connector\n"
         "metadata: {name: broken}\nspec: {address: 42}\n",
     )
-    deadline = time.monotonic() + 15
-    problems: list[str] = []
-    while time.monotonic() < deadline and not problems:
-        problems = (standalone.place.state.read_status() or {}).get("problems", [])
-        time.sleep(0.1)
+    problems = settled(
+        lambda: (standalone.place.state.read_status() or {}).get("problems") or None,
+        15,
+        "the malformed file reported",
+    )
     assert any(
         str(broken) in p and "document 1" in p and "spec.connectorClassName" in p for p in problems
     ), problems
@@ -188,9 +189,16 @@ def test_malformed_file_is_reported_while_valid_connectors_keep_serving(
 
 def test_unparseable_yaml_is_reported_with_its_line(standalone: Standalone):
     broken = standalone.write(NS, "unparseable.yaml", "kind: [unclosed\n")
-    deadline = time.monotonic() + 15
-    problems: list[str] = []
-    while time.monotonic() < deadline and not any(str(broken) in p for p in problems):
-        problems = (standalone.place.state.read_status() or {}).get("problems", [])
-        time.sleep(0.1)
+    problems = settled(
+        lambda: (
+            [
+                p
+                for p in (standalone.place.state.read_status() or {}).get("problems", [])
+                if str(broken) in p
+            ]
+            or None
+        ),
+        15,
+        "the unparseable file reported",
+    )
     assert any(str(broken) in p and "line" in p for p in problems), problems

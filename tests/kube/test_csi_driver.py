@@ -314,16 +314,18 @@ def test_a_connector_that_is_not_ready_is_failed_precondition(node: Node):
     assert "not Ready (ConnectionFailed" in str(caught.value.details())
 
 
-def csi_volume(name: str, read_only: bool = True, **attributes: str) -> dict[str, Any]:
+def csi_volume(name: str, *attributes: dict[str, str], read_only: bool = True) -> dict[str, Any]:
+    """A Pod's CSI volume of this driver with the attribute maps given, merged."""
+    merged = {key: value for each in attributes for key, value in each.items()}
     return {"name": name, "csi": {"driver": "connectors-csi", "readOnly": read_only,
-                                  "volumeAttributes": attributes}}  # fmt: skip
+                                  "volumeAttributes": merged}}  # fmt: skip
 
 
 def test_a_volume_that_is_not_read_only_is_refused(node: Node):
     node.cluster.kubectl("apply", "-n", NS, "-f", "-", stdin=seed_pod("writable"))
     pod = node.kubelet.pod(NS, "writable")
-    volume = csi_volume("rw", read_only=False, **{
-        "connector.name": "pypi-connector", "configuration.names": "pipconf"})  # fmt: skip
+    attributes = {"connector.name": "pypi-connector", "configuration.names": "pipconf"}
+    volume = csi_volume("rw", attributes, read_only=False)
     with pytest.raises(grpc.RpcError) as caught:
         node.kubelet.publish_volume(pod, volume)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -342,7 +344,7 @@ def test_two_connectors_share_one_set_of_files_at_the_mount_root_with_the_built_
     wait_for(node.cluster, NS, "second")
     node.cluster.kubectl("apply", "-n", NS, "-f", "-", stdin=seed_pod("two-connectors"))
     pod = node.kubelet.pod(NS, "two-connectors")
-    target = node.kubelet.publish_volume(pod, csi_volume("both", **{
+    target = node.kubelet.publish_volume(pod, csi_volume("both", {
         "connectors": f"pypi-connector, {NS}/second",
         "configuration.names": "pipconf, pypirc, !connector.status.proxyAddress"}))  # fmt: skip
     assert sorted(p.name for p in target.iterdir()) == [".pypirc", "context.token", "pip.conf"]
@@ -367,7 +369,7 @@ def test_without_configuration_names_only_the_built_in_files_are_written(node: N
     node.cluster.kubectl("apply", "-n", NS, "-f", "-", stdin=seed_pod("built-in-only"))
     pod = node.kubelet.pod(NS, "built-in-only")
     target = node.kubelet.publish_volume(
-        pod, csi_volume("plain", **{"connector.name": "pypi-connector"})
+        pod, csi_volume("plain", {"connector.name": "pypi-connector"})
     )  # fmt: skip
     assert sorted(p.name for p in target.iterdir()) == [
         "connector.status.proxyAddress", "context.token"
@@ -404,9 +406,9 @@ def test_configuration_params_of_the_mount_reach_the_templates(node: Node):
         "data": {"settings.ini": "retries = {{ params.retries }}\n"},
     }])  # fmt: skip
     attributes = {"connector.name": "with-params", "configuration.names": "settings"}
-    default = node.kubelet.publish_volume(pod, csi_volume("default", **attributes))
+    default = node.kubelet.publish_volume(pod, csi_volume("default", attributes))
     assert (default / "settings.ini").read_text() == "retries = 3\n"
-    chosen = node.kubelet.publish_volume(pod, csi_volume("chosen", **attributes, **{
+    chosen = node.kubelet.publish_volume(pod, csi_volume("chosen", attributes, {
         "configuration.params": '{"settings": {"retries": 7}}'}))  # fmt: skip
     assert (chosen / "settings.ini").read_text() == "retries = 7\n"
 
@@ -421,7 +423,7 @@ def test_a_class_whose_files_cannot_be_written_fails_the_mount_and_leaves_nothin
     ])  # fmt: skip
     for configuration, wanted in (("clash", "both a file and a directory"),
                                   ("quoting", "<token>")):  # fmt: skip
-        volume = csi_volume(configuration, **{
+        volume = csi_volume(configuration, {
             "connector.name": "hostile", "configuration.names": configuration})  # fmt: skip
         with pytest.raises(grpc.RpcError) as caught:
             node.kubelet.publish_volume(pod, volume)
@@ -443,7 +445,7 @@ def test_another_namespaces_connector_needs_a_grant_and_its_existence_is_not_tol
     pod = node.kubelet.pod(NS, "visitor")
 
     def mount(connector: str) -> Path:
-        return node.kubelet.publish_volume(pod, csi_volume(connector.replace("/", "-"), **{
+        return node.kubelet.publish_volume(pod, csi_volume(connector.replace("/", "-"), {
             "connectors": connector, "configuration.names": "pipconf"}))  # fmt: skip
 
     for connector in (f"{elsewhere}/pypi-connector", f"{elsewhere}/no-such-connector"):
@@ -476,7 +478,7 @@ def test_a_kube_public_connector_is_cluster_level_and_mounts_in_any_namespace(no
     wait_for(node.cluster, "kube-public", "pypi-connector")
     node.cluster.kubectl("apply", "-n", NS, "-f", "-", stdin=seed_pod("cluster-level-user"))
     pod = node.kubelet.pod(NS, "cluster-level-user")
-    target = node.kubelet.publish_volume(pod, csi_volume("shared", **{
+    target = node.kubelet.publish_volume(pod, csi_volume("shared", {
         "connector.name": "pypi-connector", "connector.namespace": "kube-public",
         "configuration.names": "pipconf"}))  # fmt: skip
     assert (

@@ -85,11 +85,11 @@ def test_seed_step_2_becomes_ready_with_its_proxy_address_and_service(
     assert row.split()[:4] == ["pypi-connector", "pypi", registry.url, "True"]
 
     service = kube_cluster.kubectl_json("get", "service", "c-pypi-connector", "-n", NS)
-    assert service["spec"]["type"] == "ExternalName"  # type: ignore[index]
-    assert service["spec"]["externalName"] == (  # type: ignore[index]
+    assert service["spec"]["type"] == "ExternalName"
+    assert service["spec"]["externalName"] == (
         "connectors-proxy.connectors-system.svc.cluster.local"
     )
-    (owner,) = service["metadata"]["ownerReferences"]  # type: ignore[index]
+    (owner,) = service["metadata"]["ownerReferences"]
     assert (owner["kind"], owner["name"], owner["uid"]) == (
         "Connector", "pypi-connector", body["metadata"]["uid"],
     )  # fmt: skip
@@ -98,12 +98,11 @@ def test_seed_step_2_becomes_ready_with_its_proxy_address_and_service(
 def test_the_builtin_pypi_class_is_installed_by_the_operator(
     kube_cluster: TestCluster, operator: OperatorProcess
 ):
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        found = kube_cluster.kubectl("get", "connectorclass", "pypi", check=False)
-        if found.returncode == 0:
-            break
-        time.sleep(0.25)
+    settled(
+        lambda: kube_cluster.kubectl("get", "connectorclass", "pypi", check=False).returncode == 0,
+        30,
+        "the built-in class installed",
+    )
     spec = kube_cluster.kubectl_json("get", "connectorclass", "pypi")["spec"]
     assert [c["name"] for c in spec["configurations"]] == [
         "pipconf",
@@ -113,7 +112,7 @@ def test_the_builtin_pypi_class_is_installed_by_the_operator(
         "pdm",
         "hatch",
         "netrc",
-    ]  # type: ignore[index]
+    ]
 
 
 def test_a_wrong_password_fails_auth_until_the_secret_is_fixed(
@@ -310,13 +309,14 @@ def test_deleting_a_connector_removes_its_service(
     kube_cluster.kubectl(
         "delete", "connector", "short-lived", "-n", NS, "--wait=true", "--timeout=20s"
     )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        found = kube_cluster.kubectl("get", "service", "c-short-lived", "-n", NS, check=False)
-        if "NotFound" in found.stderr:
-            return
-        time.sleep(0.5)
-    raise AssertionError("the Service of a deleted Connector was not garbage-collected")
+    settled(
+        lambda: (
+            "NotFound"
+            in kube_cluster.kubectl("get", "service", "c-short-lived", "-n", NS, check=False).stderr
+        ),
+        30,
+        "the Service of a deleted Connector garbage-collected",
+    )
 
 
 def test_a_restarted_operator_converges_without_rewriting_anything(
@@ -342,12 +342,16 @@ def test_a_restarted_operator_converges_without_rewriting_anything(
     # process is running and acts on the next change.
     assert operator.process is not None and operator.process.poll() is None
     kube_cluster.kubectl("delete", "service", "c-pypi-connector", "-n", NS)
-    deadline = time.monotonic() + 20
-    while kube_cluster.kubectl(
-        "get", "service", "c-pypi-connector", "-n", NS, check=False
-    ).returncode:
-        assert time.monotonic() < deadline, "the restarted operator did not act on a change"
-        time.sleep(0.25)
+    settled(
+        lambda: (
+            kube_cluster.kubectl(
+                "get", "service", "c-pypi-connector", "-n", NS, check=False
+            ).returncode
+            == 0
+        ),
+        20,
+        "the restarted operator acting on a change",
+    )
 
 
 def test_a_deleted_service_is_recreated(
@@ -359,17 +363,16 @@ def test_a_deleted_service_is_recreated(
     )
     wait_for(kube_cluster, NS, "pypi-connector")
     kube_cluster.kubectl("delete", "service", "c-pypi-connector", "-n", NS)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if (
+    settled(
+        lambda: (
             kube_cluster.kubectl(
                 "get", "service", "c-pypi-connector", "-n", NS, check=False
             ).returncode
             == 0
-        ):
-            return
-        time.sleep(0.25)
-    raise AssertionError("the deleted Service was not recreated")
+        ),
+        20,
+        "the deleted Service recreated",
+    )
 
 
 def test_a_second_replica_waits_and_takes_over_when_the_leader_stops(
@@ -390,9 +393,9 @@ def test_a_second_replica_waits_and_takes_over_when_the_leader_stops(
         lease = kube_cluster.kubectl_json(
             "get", "lease", "connectors-operator", "-n", "connectors-system"
         )
-        holder = lease["spec"]["holderIdentity"]  # type: ignore[index]
+        holder = lease["spec"]["holderIdentity"]
         assert f"leading as {holder} " in standby.log()
-        assert lease["spec"]["leaseTransitions"] >= 1  # type: ignore[index]
+        assert lease["spec"]["leaseTransitions"] >= 1
     finally:
         standby.stop()
         operator.start()

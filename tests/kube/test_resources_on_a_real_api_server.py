@@ -190,7 +190,7 @@ def test_install_crds_again_changes_nothing_and_supports_a_dry_run(kube_cluster:
         "applied (server dry run)",
     ]
     after = kube_cluster.kubectl_json("get", "crd", "connectors.connectors.alauda.io")
-    assert before["metadata"]["generation"] == after["metadata"]["generation"]  # type: ignore[index]
+    assert before["metadata"]["generation"] == after["metadata"]["generation"]
 
 
 def test_install_against_an_unreachable_cluster_is_a_clear_error(tmp_path: Path):

@@ -94,7 +94,7 @@ def test_a_token_request_carries_both_audiences_the_pod_and_the_lifetime(
     kube_cluster: TestCluster, namespace: str
 ):
     kube_cluster.kubectl("apply", "-f", "-", stdin=pod("job-a", "builder"))
-    uid = kube_cluster.kubectl_json("get", "pod", "job-a", "-n", namespace)["metadata"]["uid"]  # type: ignore[index]
+    uid = kube_cluster.kubectl_json("get", "pod", "job-a", "-n", namespace)["metadata"]["uid"]
     token = bound_token(kube_cluster, "builder", "job-a")
     body = claims(token)
     assert body["aud"] == [ISSUER, PROXY_URL]

@@ -7,11 +7,12 @@ import json
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from tests.support import leaks
 from tests.support.standalone import CONNECTORS
 from tests.support.testcluster import TestCluster
+from tests.support.waiting import settled
 
 DEPLOY = Path(__file__).parents[2] / "deploy"
 SYSTEM_NAMESPACE = "connectors-system"
@@ -42,7 +43,7 @@ class ComponentProcess:
         self.extra = extra
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> ComponentProcess:
+    def start(self) -> Self:
         with self.log_file.open("ab") as log:
             self.process = subprocess.Popen(
                 [CONNECTORS, self.command, "--kubeconfig", str(self.kubeconfig), *self.extra],
@@ -94,15 +95,13 @@ def wait_for(
     timeout: float = 30,
 ) -> dict[str, Any]:
     """Wait until the condition has `status` (and `reason`); the Connector then."""
-    deadline = time.monotonic() + timeout
-    body: dict[str, Any] = {}
-    while time.monotonic() < deadline:
+
+    def reached() -> dict[str, Any]:
         body = connector(cluster, namespace, name)
         found = condition(body, type_)
         if found.get("status") == status and (reason is None or found.get("reason") == reason):
             return body
-        time.sleep(0.25)
-    raise AssertionError(
-        f"{namespace}/{name} {type_} never became {status} {reason or ''}: "
-        f"{json.dumps((body.get('status') or {}).get('conditions'), indent=1)}"
-    )
+        conditions = json.dumps((body.get("status") or {}).get("conditions"), indent=1)
+        raise AssertionError(f"conditions now: {conditions}")
+
+    return settled(reached, timeout, f"{namespace}/{name} {type_} {status} {reason or ''}")

@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from connectors.standalone.localregistry import free_port
 
@@ -113,7 +114,7 @@ async def _file(request: web.Request) -> web.StreamResponse:
 
 
 @web.middleware
-async def _record(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+async def _record(request: web.Request, handler: Handler) -> web.StreamResponse:
     seen: list[Seen] = request.app[SEEN]
     seen.append(
         Seen(request.method, request.host, request.path, "Authorization" in request.headers)

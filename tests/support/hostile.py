@@ -39,6 +39,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from connectors.standalone.localregistry import free_port
 
@@ -152,7 +153,7 @@ SEEN = web.AppKey("seen", list)
 
 
 @web.middleware
-async def _record(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+async def _record(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.path == "/__seen":
         return web.json_response(request.app[SEEN])
     request.app[SEEN].append((request.path, dict(request.headers)))

@@ -97,7 +97,7 @@ class KubeletStandIn:
         return [v for v in pod["spec"].get("volumes", []) if "csi" in v]
 
     def target(self, pod: dict[str, Any], volume: str) -> Path:
-        uid = pod["metadata"]["uid"]
+        uid = str(pod["metadata"]["uid"])
         return self.root / "pods" / uid / "volumes" / "kubernetes.io~csi" / volume / "mount"
 
     def request(

@@ -22,6 +22,7 @@ import threading
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 USERNAME = "layout-user"
 PASSWORD = "layout-secret-password"
@@ -94,7 +95,7 @@ class Layouts:
 
     def _index_app(self) -> web.Application:
         @web.middleware
-        async def basic_auth(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+        async def basic_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
             header = request.headers.get("Authorization")
             self.hits.append(Hit(request.host, request.path, header))
             expected = "Basic " + base64.b64encode(f"{USERNAME}:{PASSWORD}".encode()).decode()

@@ -20,6 +20,7 @@ from connectors.api import addresses
 from connectors.auth import tokens
 from connectors.standalone import commands
 from tests.support import leaks
+from tests.support.waiting import settled
 
 CONNECTORS = str(Path(sys.executable).parent / "connectors")
 
@@ -193,14 +194,14 @@ class Standalone:
         timeout: float = 30,
     ) -> dict[str, str]:
         """Wait until Ready has `status` (and `reason`, when given); return the condition."""
-        deadline = time.monotonic() + timeout
-        ready: dict[str, str] = {}
-        while time.monotonic() < deadline:
+
+        def reached() -> dict[str, str]:
             ready = self.ready(namespace, name)
             if ready.get("status") == status and (not reason or ready.get("reason") == reason):
                 return ready
-            time.sleep(0.1)
-        raise AssertionError(f"{namespace}/{name} Ready stayed {ready}, wanted {status} {reason}")
+            raise AssertionError(f"Ready is {ready}")
+
+        return settled(reached, timeout, f"{namespace}/{name} Ready {status} {reason}")
 
     def get_connectors(self, namespace: str) -> str:
         result = subprocess.run(

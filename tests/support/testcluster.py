@@ -30,11 +30,12 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from connectors.standalone.localregistry import free_port
 
@@ -115,9 +116,7 @@ def _certificate(
     if sans:
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
     if not ca:
-        usage = (
-            x509.ExtendedKeyUsageOID.CLIENT_AUTH if client else x509.ExtendedKeyUsageOID.SERVER_AUTH
-        )
+        usage = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
         builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
     return builder.sign(issuer_key, hashes.SHA256())
 
@@ -407,10 +406,8 @@ class TestCluster:
             raise AssertionError(f"kubectl {' '.join(args)} failed: {result.stderr}")
         return result
 
-    def kubectl_json(self, *args: str, stdin: str | None = None) -> dict[str, object]:
-        loaded: dict[str, object] = json.loads(
-            self.kubectl(*args, "-o", "json", stdin=stdin).stdout
-        )
+    def kubectl_json(self, *args: str, stdin: str | None = None) -> dict[str, Any]:
+        loaded: dict[str, Any] = json.loads(self.kubectl(*args, "-o", "json", stdin=stdin).stdout)
         return loaded
 
     def create_namespace(self, name: str, timeout: float = 30) -> None:

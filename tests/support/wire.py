@@ -37,7 +37,7 @@ def request(
 ) -> Reply:
     """Send one request to url; `target` overrides the request-target sent on the wire."""
     parts = urlsplit(url)
-    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=timeout)
     try:
         path = (
             target

@@ -296,8 +296,11 @@ def test_deep_json_is_rewritten_but_gives_no_hashes():
         + b'"}}' + b"}" * depth
     )  # fmt: skip
     hashes: list[str | None] = []
-    out = pypi_links.rewrite(
-        body, "application/json", "https://x/", lambda u, h: hashes.append(h) or "http://p/a"
-    )
+
+    def mapped(url: str, digest: str | None) -> str:
+        hashes.append(digest)
+        return "http://p/a"
+
+    out = pypi_links.rewrite(body, "application/json", "https://x/", mapped)
     assert out == body.replace(b"https://x/a.whl", b"http://p/a")
     assert hashes == [None]
