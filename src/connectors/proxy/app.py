@@ -73,11 +73,11 @@ RESOURCES = web.AppKey("resources", forwarding.Resources)
 METRICS = web.AppKey("metrics", ProxyMetrics)
 
 # What handling learned about a request, for the audit line and the metrics.
-ROUTE = "connectors.route"
-KNOWN = "connectors.known"  # the routed connector exists
-IDENTITY = "connectors.identity"
-TOKEN_ID = "connectors.token_id"
-REQUEST_ID = "connectors.request_id"
+ROUTE = web.RequestKey("route", routing.Route)
+KNOWN = web.RequestKey("known", bool)  # the routed connector exists
+IDENTITY = web.RequestKey("identity", tokens.Identity)
+TOKEN_ID = web.RequestKey("token_id", str)
+REQUEST_ID = web.RequestKey("request_id", str)
 
 
 def make_app(config: ProxyConfig, metrics: ProxyMetrics | None = None) -> web.Application:

@@ -40,9 +40,9 @@ PARTIAL_OR_CONDITIONAL = frozenset(
 # The audit line's and the metrics' name for how a cacheable request was answered: hit
 # (from disk), revalidated (from disk after a 304), miss (fetched and kept), refetch
 # (fetched again for an entry that was not current), bypass (fetched, checked, not kept).
-CACHE_RESULT = "connectors.cache_result"
+CACHE_RESULT = web.RequestKey("cache_result", str)
 # Body bytes of a cacheable file read from the registry, whether or not they were kept.
-CACHE_FETCHED_BYTES = "connectors.cache_fetched_bytes"
+CACHE_FETCHED_BYTES = web.RequestKey("cache_fetched_bytes", int)
 # A wait for another request's fetch ends when that fetch has made no progress this long:
 # the waiter then fetches for itself, so a slow first client slows no one else for long.
 _STALL_SECONDS = 5.0

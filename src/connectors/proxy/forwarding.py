@@ -80,7 +80,7 @@ UPSTREAM_ERROR = sending.UPSTREAM_ERROR
 BODY_BYTES_SENT = sending.BODY_BYTES_SENT
 EXPLANATION = sending.EXPLANATION
 # The origin an answer redirected the client to, off the hosts the connector covers.
-REDIRECTED_OFF_HOST = "connectors.redirected_off_host"
+REDIRECTED_OFF_HOST = web.RequestKey("redirected_off_host", str)
 error_response = sending.error_response
 
 

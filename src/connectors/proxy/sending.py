@@ -18,13 +18,13 @@ log = logging.getLogger(__name__)
 
 # Set on the request when the registry failed: connect, timeout, protocol, truncated,
 # refused, malformed, busy, mismatch.
-UPSTREAM_ERROR = "connectors.upstream_error"
+UPSTREAM_ERROR = web.RequestKey("upstream_error", str)
 # Body bytes that reached the client (aiohttp's own count includes the headers, and never
 # sees what splice(2) moved); the audit middleware sets it for whole responses.
-BODY_BYTES_SENT = "connectors.body_bytes_sent"
+BODY_BYTES_SENT = web.RequestKey("body_bytes_sent", int)
 # On a response the proxy made itself (never one passed on from a registry): what it says,
 # for the audit line, which a 5xx then names by the request's id.
-EXPLANATION = "connectors.explanation"
+EXPLANATION = web.ResponseKey("explanation", str)
 # SO_LINGER on with a zero timeout: closing sends a reset, not an orderly end.
 _RESET = struct.pack("ii", 1, 0)
 
