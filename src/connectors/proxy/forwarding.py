@@ -22,9 +22,9 @@ import aiohttp
 import yarl
 from aiohttp import web
 
-from connectors.api import addresses
 from connectors.api.errors import Overloaded, RegistryDataError
 from connectors.proxy import cachedfiles, pages, sending, splice
+from connectors.proxy import headers as header_policy
 from connectors.proxy.fairness import ByteBudget, FairnessSettings, Shares
 from connectors.proxy.filecache import CacheSettings, FileCache, Fill
 from connectors.proxy.links import Upstream
@@ -33,47 +33,6 @@ from connectors.proxy.pages import Page, PageCache
 from connectors.proxy.targets import Target
 
 log = logging.getLogger(__name__)
-
-# End-to-end request headers a package client (pip, uv, twine, poetry...) needs the
-# registry to see. Everything else (the client's Authorization and cookies, hop-by-hop
-# headers, method overrides, forwarding claims) stays at the proxy.
-REQUEST_HEADERS = frozenset(
-    {
-        "accept",
-        "accept-language",
-        "cache-control",
-        "content-type",
-        "if-match",
-        "if-modified-since",
-        "if-none-match",
-        "if-range",
-        "if-unmodified-since",
-        "pragma",
-        "range",
-        "user-agent",
-    }
-)
-# What a client needs back from the registry. Content-Length is the proxy's own.
-RESPONSE_HEADERS = frozenset(
-    {
-        "accept-ranges",
-        "age",
-        "cache-control",
-        "content-disposition",
-        "content-encoding",
-        "content-language",
-        "content-range",
-        "content-type",
-        "date",
-        "etag",
-        "expires",
-        "last-modified",
-        "location",
-        "retry-after",
-        "vary",
-        "x-pypi-last-serial",
-    }
-)
 
 # The audit line reads these; they live with the code that sends answers.
 UPSTREAM_ERROR = sending.UPSTREAM_ERROR
@@ -128,43 +87,22 @@ class ForwardSettings:
 def _request_headers(
     request: web.Request, target: Target, destination: Upstream, known: Page | None
 ) -> dict[str, str]:
-    headers = {k: v for k, v in request.headers.items() if k.lower() in REQUEST_HEADERS}
-    if known is not None:
-        headers.update(known.validators)
-    # Index pages must be readable to be rewritten; files are not compressed in transit
-    # by registries anyway, so asking for identity costs nothing.
-    headers["Accept-Encoding"] = "identity"
-    if destination.credentialed and target.credentials is not None:
-        headers["Authorization"] = target.credentials.authorization()
-    return headers
+    return header_policy.to_registry(
+        request.headers,
+        credentials=target.credentials if destination.credentialed else None,
+        validators=known.validators if known is not None else {},
+    )
 
 
 def _response_headers(
     request: web.Request, upstream: aiohttp.ClientResponse, target: Target, client_base: str
 ) -> dict[str, str]:
-    """The registry's headers a client may see, with a redirect's target on the proxy when
-    the connector covers it; one it does not cover is passed on and noted for the audit
-    line, since the client will leave the proxy to follow it."""
-    headers: dict[str, str] = {}
-    for key, value in upstream.headers.items():
-        lower = key.lower()
-        if lower not in RESPONSE_HEADERS:
-            continue
-        if lower == "location":
-            try:
-                absolute = str(upstream.url.join(yarl.URL(value)))
-            except ValueError as exc:
-                raise RegistryDataError("the registry redirected to an unreadable URL") from exc
-            on_proxy = target.link_map.to_client(absolute, client_base)
-            if on_proxy is None:
-                request[REDIRECTED_OFF_HOST] = addresses.origin(absolute)
-                # Credentials in a registry's redirect (a mirror's, in a fallback URL) are
-                # the registry's to keep: the client is sent there without them.
-                on_proxy = addresses.without_userinfo(absolute)
-            headers[key] = on_proxy
-        else:
-            headers[key] = value
-    return headers
+    passed, off_host = header_policy.to_client(
+        upstream.headers, str(upstream.url), target.link_map, client_base
+    )
+    if off_host is not None:
+        request[REDIRECTED_OFF_HOST] = off_host
+    return passed
 
 
 @dataclasses.dataclass(frozen=True)
