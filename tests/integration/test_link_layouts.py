@@ -88,8 +88,8 @@ def test_links_to_a_host_the_connector_does_not_name_are_left_alone(
 
 
 def links_covered(proxied: Standalone, name: str) -> dict[str, str]:
-    row = proxied.status_row(NS, name) or {}
-    conditions = (row.get("status") or {}).get("conditions") or []
+    row = proxied.status_row(NS, name)
+    conditions = (row["status"].get("conditions") or []) if row else []
     return next((c for c in conditions if c["type"] == "LinksCovered"), {})
 
 

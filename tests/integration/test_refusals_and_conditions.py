@@ -175,7 +175,7 @@ def test_malformed_file_is_reported_while_valid_connectors_keep_serving(
         "metadata: {name: broken}\nspec: {address: 42}\n",
     )
     problems = settled(
-        lambda: (standalone.place.state.read_status() or {}).get("problems") or None,
+        lambda: standalone.problems() or None,
         15,
         "the malformed file reported",
     )
@@ -190,14 +190,7 @@ def test_malformed_file_is_reported_while_valid_connectors_keep_serving(
 def test_unparseable_yaml_is_reported_with_its_line(standalone: Standalone):
     broken = standalone.write(NS, "unparseable.yaml", "kind: [unclosed\n")
     problems = settled(
-        lambda: (
-            [
-                p
-                for p in (standalone.place.state.read_status() or {}).get("problems", [])
-                if str(broken) in p
-            ]
-            or None
-        ),
+        lambda: [p for p in standalone.problems() if str(broken) in p] or None,
         15,
         "the unparseable file reported",
     )

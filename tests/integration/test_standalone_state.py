@@ -126,7 +126,7 @@ def test_a_connector_whose_address_carries_credentials_is_refused_and_the_others
         )
         server.wait_ready("default", "fine")
         assert server.status_row("default", "leaky") is None
-        problems = (server.place.state.read_status() or {}).get("problems", [])
+        problems = server.problems()
         assert problems == [
             f"{path}, document 1, field spec.address: must not carry credentials "
             "(user:password@): put them in the Secret named by spec.auth.secretRef; this "

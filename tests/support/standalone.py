@@ -19,6 +19,7 @@ from typing import Any
 from connectors.api import addresses
 from connectors.auth import tokens
 from connectors.standalone import commands
+from connectors.standalone.state import StatusRow
 from tests.support import leaks
 from tests.support.waiting import settled
 
@@ -162,18 +163,23 @@ class Standalone:
             commands.write_files(into, files)
         return files
 
+    def problems(self) -> list[str]:
+        """The manifest problems the server last published."""
+        document = self.place.state.read_status()
+        return document["problems"] if document else []
+
     def audit_lines(self) -> list[dict[str, Any]]:
         """Every audit line the server has logged so far, decoded."""
         marker = "connectors.audit: "
         text = self.log_file.read_text(errors="replace")
         return [json.loads(x.split(marker, 1)[1]) for x in text.splitlines() if marker in x]
 
-    def status_row(self, namespace: str, name: str) -> dict[str, Any] | None:
-        document = self.place.state.read_status() or {}
+    def status_row(self, namespace: str, name: str) -> StatusRow | None:
+        document = self.place.state.read_status()
         return next(
             (
                 r
-                for r in document.get("connectors", [])
+                for r in (document["connectors"] if document else [])
                 if (r["namespace"], r["name"]) == (namespace, name)
             ),
             None,

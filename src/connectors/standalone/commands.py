@@ -10,7 +10,6 @@ import dataclasses
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from connectors.api import addresses
 from connectors.api.errors import NotFoundError, TemplateError
@@ -22,7 +21,7 @@ from connectors.reconcile import probes
 from connectors.reconcile.reconciler import ReconcileSettings
 from connectors.rendering import render
 from connectors.standalone.server import reconcile_snapshot
-from connectors.standalone.state import StateDir
+from connectors.standalone.state import StateDir, StatusDocument
 from connectors.standalone.statusboard import StatusBoard
 from connectors.store.base import Snapshot
 from connectors.store.filestore import FileStore
@@ -129,11 +128,11 @@ def render_files(
 def readiness_warning(place: Place, namespace: str, name: str) -> str | None:
     """Why the files just rendered for a connector will not work yet, or None if it is
     Ready: rendering never waits for the registry, so the user hears it here."""
-    document = place.state.read_status() or {}
+    document = place.state.read_status()
     row = next(
         (
             r
-            for r in document.get("connectors", [])
+            for r in (document["connectors"] if document else [])
             if (r["namespace"], r["name"]) == (namespace, name)
         ),
         None,
@@ -165,7 +164,7 @@ def write_files(directory: Path, files: dict[str, str]) -> list[Path]:
     return written
 
 
-async def current_status(place: Place) -> dict[str, Any]:
+async def current_status(place: Place) -> StatusDocument:
     """status.json from the running server, or one fresh pass made here if none runs."""
     state = place.state
     if state.server_url() is not None:
@@ -178,4 +177,4 @@ async def current_status(place: Place) -> dict[str, Any]:
         await reconcile_snapshot(
             snapshot, board, session, state.server_url(), ReconcileSettings(probe_timeout_seconds=5)
         )
-    return state.read_status() or {"connectors": [], "problems": []}
+    return state.read_status() or StatusDocument(connectors=[], problems=[])

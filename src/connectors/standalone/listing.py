@@ -18,14 +18,15 @@ from connectors.api import timestamps
 from connectors.api.conditions import ConditionType
 from connectors.api.errors import NotFoundError
 from connectors.api.resources import API_VERSION
+from connectors.standalone.state import StatusDocument, StatusRow
 
-Row = dict[str, Any]
+Row = StatusRow
 FORMATS = ("wide", "name", "json", "yaml")
 _GROUP_KIND = "connector.connectors.alauda.io"
 
 
 def get_output(
-    document: dict[str, Any], *, namespace: str | None, name: str | None, output: str | None
+    document: StatusDocument, *, namespace: str | None, name: str | None, output: str | None
 ) -> str:
     """What `connectors get connectors [NAME] [-n NS | -A] [-o FORMAT]` prints."""
     rows = select(document, namespace, name)
@@ -38,11 +39,11 @@ def get_output(
     return table(rows, all_namespaces=namespace is None, wide=output == "wide")
 
 
-def select(document: dict[str, Any], namespace: str | None, name: str | None) -> list[Row]:
+def select(document: StatusDocument, namespace: str | None, name: str | None) -> list[Row]:
     """The rows of `namespace` (None: every namespace), or the one named `name`."""
     rows = [
         row
-        for row in document.get("connectors", [])
+        for row in document["connectors"]
         if (namespace is None or row["namespace"] == namespace)
         and (name is None or row["name"] == name)
     ]

@@ -11,7 +11,7 @@ import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, TypeGuard
 
 from connectors.api.errors import StateError
 
@@ -74,12 +74,48 @@ class StateDir:
             )
         return url
 
-    def write_status(self, document: dict[str, Any]) -> None:
+    def write_status(self, document: StatusDocument) -> None:
         write_json(self.status_file, document)
 
-    def read_status(self) -> dict[str, Any] | None:
+    def read_status(self) -> StatusDocument | None:
+        """The last published status, or None when there is none (or it is not one)."""
         data = read_json(self.status_file)
-        return data if isinstance(data, dict) else None
+        if not isinstance(data, dict):
+            return None
+        rows, problems = data.get("connectors"), data.get("problems")
+        if not isinstance(rows, list) or not isinstance(problems, list):
+            return None
+        return StatusDocument(
+            connectors=[row for row in rows if _is_row(row)],
+            problems=[str(p) for p in problems],
+        )
+
+
+class StatusRow(TypedDict):
+    """One connector in `status.json`, as `connectors get` and `describe` read it."""
+
+    namespace: str
+    name: str
+    connectorClassName: str
+    address: str
+    firstSeen: str  # when this server first saw it (a Kubernetes Time)
+    status: dict[str, Any]  # its ConnectorStatus, as the API would write it
+
+
+class StatusDocument(TypedDict):
+    """`STATE_DIR/status.json`: every connector's status, and the manifests' problems."""
+
+    connectors: list[StatusRow]
+    problems: list[str]
+
+
+def _is_row(row: object) -> TypeGuard[StatusRow]:
+    text_fields = ("namespace", "name", "connectorClassName", "address", "firstSeen")
+    return (
+        isinstance(row, dict)
+        and all(isinstance(row.get(field), str) for field in text_fields)
+        and isinstance(row.get("status"), dict)
+    )
 
 
 def write_json(path: Path, document: object) -> None:

@@ -12,7 +12,7 @@ from datetime import datetime
 from connectors.api import timestamps
 from connectors.api.conditions import ConditionType
 from connectors.api.resources import Connector, ConnectorStatus
-from connectors.standalone.state import StateDir
+from connectors.standalone.state import StateDir, StatusDocument, StatusRow
 from connectors.store.base import Snapshot
 
 log = logging.getLogger(__name__)
@@ -44,20 +44,20 @@ class StatusBoard:
             if status is None:
                 continue
             rows.append(
-                {
-                    "namespace": connector.namespace,
-                    "name": connector.name,
-                    "connectorClassName": connector.spec.connector_class_name,
-                    "address": connector.spec.address,
-                    "firstSeen": timestamps.format_time(self.first_seen[key]),
-                    "status": status.to_dict(),
-                }
+                StatusRow(
+                    namespace=connector.namespace,
+                    name=connector.name,
+                    connectorClassName=connector.spec.connector_class_name,
+                    address=connector.spec.address,
+                    firstSeen=timestamps.format_time(self.first_seen[key]),
+                    status=status.to_dict(),
+                )
             )
         self.state.write_status(
-            {
-                "connectors": rows,
-                "problems": [str(p) for p in snapshot.problems] + list(snapshot.warnings),
-            }
+            StatusDocument(
+                connectors=rows,
+                problems=[str(p) for p in snapshot.problems] + list(snapshot.warnings),
+            )
         )
 
 
