@@ -401,75 +401,19 @@ async def _streamed(
     if request.method == "HEAD":
         await response.write_eof()
         return response
-    if relays is not None and _spliceable(request, upstream) and relays.try_reserve():
+    if relays is not None and splice.spliceable(request, upstream) and relays.try_reserve():
         try:
-            return await _spliced(request, upstream, response, relays, settings)
+            return await splice.relay_rest(
+                request,
+                upstream,
+                response,
+                relays,
+                idle_timeout_seconds=settings.idle_timeout_seconds,
+                otherwise=lambda: _stream_rest(request, upstream, response, settings),
+            )
         finally:
             relays.release()
     return await _stream_rest(request, upstream, response, settings)
-
-
-def _spliceable(request: web.Request, upstream: aiohttp.ClientResponse) -> bool:
-    length = upstream.content_length
-    return (
-        splice.AVAILABLE
-        and request.method == "GET"
-        and upstream.status == 200
-        and length is not None
-        and length >= splice.MIN_BYTES
-        and upstream.url.scheme == "http"
-        and not request.secure
-    )
-
-
-async def _spliced(
-    request: web.Request,
-    upstream: aiohttp.ClientResponse,
-    response: web.StreamResponse,
-    relays: splice.Relays,
-    settings: ForwardSettings,
-) -> web.StreamResponse:
-    """Send what aiohttp already read, then let the kernel move the rest."""
-    up_transport = upstream.connection.transport if upstream.connection else None
-    client = request.transport
-    source, sink = splice.socket_of(up_transport), splice.socket_of(client)
-    if up_transport is None or client is None or source is None or sink is None:
-        for sock in (source, sink):
-            if sock is not None:
-                sock.close()
-        return await _stream_rest(request, upstream, response, settings)
-    # Take what aiohttp holds, then stop it reading, with no await in between: reading
-    # the buffer may resume the transport, and any later byte would be lost to aiohttp.
-    buffered = upstream.content.read_nowait()
-    up_transport.pause_reading()
-    if buffered:
-        await sending.write(request, response, buffered, settings.idle_timeout_seconds)
-    # Keep the bytes in order on the wire: nothing may still wait in the transport's buffer.
-    # A client that stops reading meanwhile gets the same timeout as a silent registry.
-    deadline = asyncio.get_running_loop().time() + settings.idle_timeout_seconds
-    while client.get_write_buffer_size():
-        if asyncio.get_running_loop().time() > deadline:
-            source.close()  # the duplicates; the relay would have closed them
-            sink.close()
-            upstream.close()
-            client.close()
-            return response
-        await asyncio.sleep(0.001)
-    client.pause_reading()
-    remaining = (upstream.content_length or 0) - len(buffered)
-    try:
-        await relays.relay(source, sink, remaining, settings.idle_timeout_seconds)
-    except splice.RelayBroken as exc:
-        request[UPSTREAM_ERROR] = "truncated"
-        log.warning("relaying a body failed (%s); closing the client connection", exc)
-        client.close()
-        return response
-    finally:
-        upstream.close()  # its parser never saw the body: the connection cannot be reused
-    request[BODY_BYTES_SENT] = len(buffered) + remaining
-    client.resume_reading()
-    await response.write_eof()
-    return response
 
 
 async def _stream_rest(

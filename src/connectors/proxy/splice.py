@@ -25,8 +25,13 @@ import os
 import socket
 import struct
 import threading
+from collections.abc import Awaitable, Callable
+
+import aiohttp
+from aiohttp import web
 
 from connectors.api.errors import ConnectorsError
+from connectors.proxy import sending
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +81,74 @@ def socket_of(transport: asyncio.BaseTransport | None) -> socket.socket | None:
     # uvloop hands out a stand-in object; a real socket on the same descriptor is needed
     # for splice and the timeout options. It must not close the descriptor it borrows.
     return socket.socket(fileno=os.dup(sock.fileno()))
+
+
+def spliceable(request: web.Request, upstream: aiohttp.ClientResponse) -> bool:
+    """Whether the rest of this answer may bypass Python: a plain-HTTP GET answered 200
+    with a known length of at least MIN_BYTES, on both sides."""
+    length = upstream.content_length
+    return (
+        AVAILABLE
+        and request.method == "GET"
+        and upstream.status == 200
+        and length is not None
+        and length >= MIN_BYTES
+        and upstream.url.scheme == "http"
+        and not request.secure
+    )
+
+
+async def relay_rest(
+    request: web.Request,
+    upstream: aiohttp.ClientResponse,
+    response: web.StreamResponse,
+    relays: Relays,
+    *,
+    idle_timeout_seconds: float,
+    otherwise: Callable[[], Awaitable[web.StreamResponse]],
+) -> web.StreamResponse:
+    """Send what aiohttp already read, then let the kernel move the rest; `otherwise`
+    streams it the ordinary way when the sockets cannot be had."""
+    up_transport = upstream.connection.transport if upstream.connection else None
+    client = request.transport
+    source, sink = socket_of(up_transport), socket_of(client)
+    if up_transport is None or client is None or source is None or sink is None:
+        for sock in (source, sink):
+            if sock is not None:
+                sock.close()
+        return await otherwise()
+    # Take what aiohttp holds, then stop it reading, with no await in between: reading
+    # the buffer may resume the transport, and any later byte would be lost to aiohttp.
+    buffered = upstream.content.read_nowait()
+    up_transport.pause_reading()
+    if buffered:
+        await sending.write(request, response, buffered, idle_timeout_seconds)
+    # Keep the bytes in order on the wire: nothing may still wait in the transport's buffer.
+    # A client that stops reading meanwhile gets the same timeout as a silent registry.
+    deadline = asyncio.get_running_loop().time() + idle_timeout_seconds
+    while client.get_write_buffer_size():
+        if asyncio.get_running_loop().time() > deadline:
+            source.close()  # the duplicates; the relay would have closed them
+            sink.close()
+            upstream.close()
+            client.close()
+            return response
+        await asyncio.sleep(0.001)
+    client.pause_reading()
+    remaining = (upstream.content_length or 0) - len(buffered)
+    try:
+        await relays.relay(source, sink, remaining, idle_timeout_seconds)
+    except RelayBroken as exc:
+        request[sending.UPSTREAM_ERROR] = "truncated"
+        log.warning("relaying a body failed (%s); closing the client connection", exc)
+        client.close()
+        return response
+    finally:
+        upstream.close()  # its parser never saw the body: the connection cannot be reused
+    request[sending.BODY_BYTES_SENT] = len(buffered) + remaining
+    client.resume_reading()
+    await response.write_eof()
+    return response
 
 
 def _relay_blocking(source: socket.socket, sink: socket.socket, size: int, timeout: float) -> None:
