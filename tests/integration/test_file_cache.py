@@ -23,6 +23,7 @@ import pytest
 from connectors.standalone.localregistry import LocalRegistry, pypiserver
 from tests.support import clients, wire
 from tests.support.standalone import CONNECTORS, Standalone, connector_manifest, secret_manifest
+from tests.support.waiting import settled
 from tests.support.watched import Watched, static_registry, watched
 from tests.support.wheels import make_wheel, sha256_of
 
@@ -253,10 +254,9 @@ def test_a_proxy_killed_mid_fill_leaves_no_entry_and_the_next_fill_is_whole(
         url = link(server, "slow-killed", wheel.name)
         downloader = threading.Thread(target=_fetch_ignoring_errors, args=(server, url))
         downloader.start()
-        deadline = time.monotonic() + 20
-        while not any(p.stat().st_size > 0 for p in filling.iterdir()):
-            assert time.monotonic() < deadline, "the fill never started"
-            time.sleep(0.05)
+        settled(
+            lambda: any(p.stat().st_size > 0 for p in filling.iterdir()), 20, "the fill started"
+        )
         assert server.process is not None
         os.kill(server.pid, signal.SIGKILL)
         server.process.wait(timeout=10)

@@ -90,10 +90,10 @@ def start_driver(
         "--endpoint", f"unix://{socket}", "--node-id", "node-1",
         "--state-dir", str(workdir / "state"), *extra,
     ).start()  # fmt: skip
-    deadline = time.monotonic() + 20
-    while not socket.exists():
-        assert time.monotonic() < deadline, f"the driver did not start:\n{driver.log()}"
-        time.sleep(0.1)
+    try:
+        settled(socket.exists, 20, "the driver's socket")
+    except AssertionError:
+        raise AssertionError(f"the driver did not start:\n{driver.log()}") from None
     return driver
 
 
@@ -257,10 +257,11 @@ def test_the_token_dies_with_its_pod_and_unpublish_removes_everything(node: Node
     assert not mounted["pipconf"].exists() and not mounted["pypirc"].exists()
     assert not memoryfs.is_memory_backed(mounted["pipconf"])
     node.cluster.kubectl("delete", "pod", "short-lived", "-n", NS, "--wait=true")
-    deadline = time.monotonic() + 40
-    while wire.request("GET", url, headers=headers).status == 200:
-        assert time.monotonic() < deadline, "a deleted pod's token still works"
-        time.sleep(1)
+    settled(
+        lambda: wire.request("GET", url, headers=headers).status != 200,
+        40,
+        "a deleted pod's token refused",
+    )
     assert wire.request("GET", url, headers=headers).status == 401
 
 
