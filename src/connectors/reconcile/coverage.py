@@ -22,6 +22,7 @@ import functools
 import re
 import secrets
 import ssl
+from contextlib import AbstractAsyncContextManager
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
@@ -108,15 +109,8 @@ async def _redirected(
     timeout_seconds: float,
 ) -> str | None:
     """The absolute URL a redirect answer to `url` points at, or None for any other answer."""
-    headers = {"Accept": "text/html"}
-    if credentials is not None:
-        headers["Authorization"] = credentials.authorization()
     try:
-        async with session.get(
-            url, headers=headers, allow_redirects=False,
-            ssl=tls if url.startswith("https:") else True,
-            timeout=aiohttp.ClientTimeout(total=timeout_seconds),
-        ) as response:  # fmt: skip
+        async with _get(session, url, credentials, tls, timeout_seconds) as response:
             location = response.headers.get("Location", "")
             if not 300 <= response.status < 400 or not location:
                 return None
@@ -134,15 +128,8 @@ async def _read(
     tls: ssl.SSLContext,
     timeout_seconds: float,
 ) -> bytes | None:
-    headers = {"Accept": "text/html"}
-    if credentials is not None:
-        headers["Authorization"] = credentials.authorization()
     try:
-        async with session.get(
-            url, headers=headers, allow_redirects=False,
-            ssl=tls if url.startswith("https:") else True,
-            timeout=aiohttp.ClientTimeout(total=timeout_seconds),
-        ) as response:  # fmt: skip
+        async with _get(session, url, credentials, tls, timeout_seconds) as response:
             if response.status != 200:
                 return None
             body = b""
@@ -151,6 +138,24 @@ async def _read(
             return body
     except (TimeoutError, aiohttp.ClientError, ValueError):
         return None
+
+
+def _get(
+    session: aiohttp.ClientSession,
+    url: str,
+    credentials: BasicCredentials | None,
+    tls: ssl.SSLContext,
+    timeout_seconds: float,
+) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
+    """One look at a page as a browser would ask for it, never following a redirect."""
+    headers = {"Accept": "text/html"}
+    if credentials is not None:
+        headers["Authorization"] = credentials.authorization()
+    return session.get(
+        url, headers=headers, allow_redirects=False,
+        ssl=tls if url.startswith("https:") else True,
+        timeout=aiohttp.ClientTimeout(total=timeout_seconds),
+    )  # fmt: skip
 
 
 def _origin(url: str) -> tuple[str, str]:
