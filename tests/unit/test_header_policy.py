@@ -85,3 +85,17 @@ def test_a_redirect_off_the_covered_hosts_is_passed_on_without_its_password_and_
 def test_an_unreadable_redirect_is_the_registrys_fault():
     with pytest.raises(RegistryDataError, match="unreadable URL"):
         headers.to_client({"Location": "http://[::1"}, "https://registry.example/", LINKS, CLIENT)
+
+
+def test_a_page_is_revalidated_with_whichever_validators_the_registry_gave():
+    assert headers.validators(
+        {"ETag": '"v2"', "Last-Modified": "Sun, 29 Nov 2026 06:00:00 GMT"}
+    ) == {
+        "If-None-Match": '"v2"',
+        "If-Modified-Since": "Sun, 29 Nov 2026 06:00:00 GMT",
+    }
+    assert headers.validators({"Last-Modified": "Sun, 29 Nov 2026 06:00:00 GMT"}) == {
+        "If-Modified-Since": "Sun, 29 Nov 2026 06:00:00 GMT"
+    }
+    # Without validators the page is fetched whole and compared by hash instead.
+    assert headers.validators({"Content-Type": "text/html", "Cache-Control": "max-age=600"}) == {}

@@ -27,7 +27,8 @@ from typing import BinaryIO
 import aiohttp
 from aiohttp import web
 
-from connectors.proxy import pages, sending
+from connectors.proxy import headers as header_policy
+from connectors.proxy import sending
 from connectors.proxy.filecache import FileCache, Fill, Key
 
 log = logging.getLogger(__name__)
@@ -166,7 +167,7 @@ async def relayed(
             502, f"the registry answered HTTP {upstream.status} for a whole file"
         )
     had_entry = files.lookup(key) is not None
-    fill.begin(upstream.content_length, pages.validators_of(upstream))
+    fill.begin(upstream.content_length, header_policy.validators(upstream.headers))
     request[CACHE_RESULT] = "miss" if fill.keeps else "refetch" if had_entry else "bypass"
     try:
         return await _checked(

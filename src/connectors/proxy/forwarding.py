@@ -7,7 +7,7 @@ by allowlist in both directions: the registry sees what a package client needs p
 the proxy sets (the connector's credentials, only on the connector's own host), and the
 client sees what it needs back, never the registry's cookies or authentication challenges.
 
-Every way the registry can fail maps to one response in `_FAILURES`: the registry's
+Every way the registry can fail maps to one response in `FAILURES`: the registry's
 failures are 502 or 504 naming the connector, never a 500.
 """
 
@@ -22,6 +22,7 @@ import aiohttp
 import yarl
 from aiohttp import web
 
+from connectors.api import addresses
 from connectors.api.errors import Overloaded, RegistryDataError
 from connectors.proxy import cachedfiles, pages, sending, splice
 from connectors.proxy import headers as header_policy
@@ -106,7 +107,9 @@ def _response_headers(
 
 
 @dataclasses.dataclass(frozen=True)
-class _Failure:
+class Failure:
+    """How the proxy answers one way the registry failed."""
+
     kind: str  # the UPSTREAM_ERROR value and the metric's label
     status: int
     message: str  # formatted with where (namespace/name), origin, error, timeouts
@@ -114,11 +117,11 @@ class _Failure:
 
 # The first row whose exception type matches decides: order matters (aiohttp's timeouts
 # are ClientErrors too).
-_FAILURES: tuple[tuple[type[BaseException], _Failure], ...] = (
-    (Overloaded, _Failure("busy", 503, "{error}")),
+FAILURES: tuple[tuple[type[BaseException], Failure], ...] = (
+    (Overloaded, Failure("busy", 503, "{error}")),
     (
         RegistryDataError,
-        _Failure(
+        Failure(
             "malformed",
             502,
             "the registry of connector {where} sent an answer the proxy cannot use: {error}",
@@ -126,7 +129,7 @@ _FAILURES: tuple[tuple[type[BaseException], _Failure], ...] = (
     ),
     (
         aiohttp.ClientConnectorError,
-        _Failure(
+        Failure(
             "connect",
             502,
             "cannot reach the registry of connector {where} at {origin}: connection failed; "
@@ -135,7 +138,7 @@ _FAILURES: tuple[tuple[type[BaseException], _Failure], ...] = (
     ),
     (
         TimeoutError,
-        _Failure(
+        Failure(
             "timeout",
             504,
             "the registry of connector {where} did not answer in time "
@@ -145,7 +148,7 @@ _FAILURES: tuple[tuple[type[BaseException], _Failure], ...] = (
     ),
     (
         aiohttp.ClientError,
-        _Failure(
+        Failure(
             "protocol",
             502,
             "the registry of connector {where} broke off the exchange ({kind}); "
@@ -153,6 +156,25 @@ _FAILURES: tuple[tuple[type[BaseException], _Failure], ...] = (
         ),
     ),
 )
+_FAILURE_TYPES = tuple(kind for kind, _ in FAILURES)
+
+
+def explain_failure(
+    exc: BaseException, where: str, registry_url: str, settings: ForwardSettings
+) -> tuple[Failure, str]:
+    """The row of `FAILURES` for `exc`, and its message for the client: names the
+    connector and the registry's origin (never its userinfo), and the timeouts."""
+    failure = next(f for kind, f in FAILURES if isinstance(exc, kind))
+    message = failure.message.format(
+        where=where,
+        origin=addresses.origin(registry_url),
+        error=exc,
+        kind=exc.__class__.__name__,
+        connect=settings.connect_timeout_seconds,
+        first_byte=settings.first_byte_timeout_seconds,
+        idle=settings.idle_timeout_seconds,
+    )
+    return failure, message
 
 
 def _failure_response(
@@ -162,18 +184,9 @@ def _failure_response(
     destination: Upstream,
     settings: ForwardSettings,
 ) -> web.Response:
-    failure = next(f for kind, f in _FAILURES if isinstance(exc, kind))
     where = f"{target.connector.namespace}/{target.connector.name}"
+    failure, message = explain_failure(exc, where, destination.url, settings)
     request[UPSTREAM_ERROR] = failure.kind
-    message = failure.message.format(
-        where=where,
-        origin=_origin(destination.url),
-        error=exc,
-        kind=exc.__class__.__name__,
-        connect=settings.connect_timeout_seconds,
-        first_byte=settings.first_byte_timeout_seconds,
-        idle=settings.idle_timeout_seconds,
-    )
     if failure.status != 503:
         log.warning("connector %s: %s (%s)", where, failure.kind, exc.__class__.__name__)
     return error_response(failure.status, message, retry_after=1 if failure.status == 503 else None)
@@ -222,7 +235,7 @@ async def forward(
                 return await exchange(fill=fill)
             finally:
                 fill.abandon()  # nothing if it ended well
-    except tuple(kind for kind, _ in _FAILURES) as exc:
+    except _FAILURE_TYPES as exc:
         return _failure_response(request, exc, target, destination, settings)
 
 
@@ -428,8 +441,3 @@ async def _stream_rest(
     if request.get(UPSTREAM_ERROR) != "truncated":
         await response.write_eof()
     return response
-
-
-def _origin(url: str) -> str:
-    parsed = yarl.URL(url)
-    return f"{parsed.scheme}://{parsed.host}" + (f":{parsed.port}" if parsed.explicit_port else "")

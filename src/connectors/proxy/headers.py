@@ -59,6 +59,17 @@ RESPONSE_HEADERS = frozenset(
 )
 
 
+def validators(registry: Mapping[str, str]) -> dict[str, str]:
+    """The request headers that ask the registry whether the answer it sent with these
+    headers is still current (empty when it sent no `ETag` or `Last-Modified`)."""
+    found: dict[str, str] = {}
+    if etag := registry.get("ETag"):
+        found["If-None-Match"] = etag
+    if modified := registry.get("Last-Modified"):
+        found["If-Modified-Since"] = modified
+    return found
+
+
 def to_registry(
     client: Mapping[str, str],
     *,

@@ -29,6 +29,7 @@ from aiohttp import web
 
 from connectors.api.errors import RegistryDataError
 from connectors.proxy import filecache, memory, sending
+from connectors.proxy import headers as header_policy
 from connectors.proxy.decoding import BoundedDecoder
 from connectors.proxy.fairness import ByteBudget, Holding, Shares
 from connectors.proxy.filecache import FileCache
@@ -106,16 +107,6 @@ class PageContext:
     idle_timeout_seconds: float
 
 
-def validators_of(upstream: aiohttp.ClientResponse) -> dict[str, str]:
-    """The request headers that ask the registry whether this answer is still current."""
-    found: dict[str, str] = {}
-    if etag := upstream.headers.get("ETag"):
-        found["If-None-Match"] = etag
-    if modified := upstream.headers.get("Last-Modified"):
-        found["If-Modified-Since"] = modified
-    return found
-
-
 async def send_known(request: web.Request, page: Page, context: PageContext) -> web.Response:
     """Answer from memory after the registry said the page has not changed (304)."""
     context.pages.hits += 1
@@ -161,7 +152,9 @@ async def rewritten(
                 and known.content_type == content_type
             ):
                 context.pages.hits += 1
-                page = dataclasses.replace(known, validators=validators_of(upstream))
+                page = dataclasses.replace(
+                    known, validators=header_policy.validators(upstream.headers)
+                )
                 if files is not None:
                     files.page_naming(target.cache_scope, context.key[1], changed=False)
             else:
@@ -188,7 +181,7 @@ async def rewritten(
                     content_type=content_type,
                     headers={k: v for k, v in headers.items() if k.lower() != "date"},
                     body=out,
-                    validators=validators_of(upstream),
+                    validators=header_policy.validators(upstream.headers),
                 )
                 if files is not None:
                     # What the page named before is no longer current; what it names now is.
