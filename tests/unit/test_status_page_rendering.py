@@ -43,7 +43,8 @@ def page(*connectors: Connector, metrics: ProxyMetrics | None = None) -> str:
 
 
 def test_text_from_conditions_requests_and_readiness_is_escaped():
-    metrics = ProxyMetrics()
+    metrics = ProxyMetrics(recent=True)
+    assert metrics.recent is not None
     metrics.recent.add(connector="ns/a", known=False, method=HOSTILE, path=f"/x/{HOSTILE}",
                        status=404, bytes_in=0, bytes_out=9, cache="", duration_ms=1.0)  # fmt: skip
     failing = Condition(type=ConditionType.READY, status=Status.FALSE, reason="R", message=HOSTILE)

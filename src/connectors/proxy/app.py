@@ -37,6 +37,7 @@ from connectors.proxy import cachedfiles, fairness, forwarding, routing, safety,
 from connectors.proxy.filecache import FileCache
 from connectors.proxy.metrics import ProxyMetrics
 from connectors.proxy.pages import PageCache
+from connectors.proxy.recent import RecentRequests
 from connectors.proxy.targets import TargetCache
 from connectors.store.base import Store
 
@@ -176,7 +177,7 @@ def _name_the_line(response: web.Response, request_id: str) -> None:
 
 def _show_on_status_page(
     request: web.Request,
-    metrics: ProxyMetrics,
+    recent: RecentRequests,
     *,
     status: int,
     sent: int,
@@ -187,7 +188,7 @@ def _show_on_status_page(
     the others, and they must not push real traffic off the page): no identity, token
     digest or client."""
     found: routing.Route = request[ROUTE]
-    metrics.recent.add(
+    recent.add(
         connector=f"{found.namespace}/{found.name}",
         known=True,
         method=request.method,
@@ -235,9 +236,9 @@ def _record(request: web.Request, response: web.StreamResponse | None, duration:
     connector = f"{found.namespace}/{found.name}" if request.get(KNOWN) else NO_CONNECTOR
     method = request.method if request.method in _LABELLED_METHODS else "OTHER"
     metrics.answered(connector, method, status, sent, duration)
-    if request.get(KNOWN):
+    if request.get(KNOWN) and metrics.recent is not None:
         _show_on_status_page(
-            request, metrics, status=status, sent=sent, cached=cached, duration=duration
+            request, metrics.recent, status=status, sent=sent, cached=cached, duration=duration
         )
     if cached:
         metrics.cache_requests.labels(connector, cached).inc()

@@ -88,7 +88,10 @@ async def run(config: ClusterConfig, options: ClusterProxySettings, stop: asynci
             mode=options.authorization,
             workload_audience=options.workload_audience,
         )
-        metrics = ProxyMetrics(lambda: (authenticator.cache.hits, authenticator.cache.misses))
+        metrics = ProxyMetrics(
+            lambda: (authenticator.cache.hits, authenticator.cache.misses),
+            recent=options.status_page,
+        )
         settings = proxy_app.ProxyConfig(
             store=store,
             authenticator=authenticator,

@@ -104,7 +104,9 @@ def _total(counter: Counter, by: str | None = None) -> dict[str, int]:
 
 
 class ProxyMetrics:
-    def __init__(self, cache_counts: Callable[[], tuple[int, int]] = lambda: (0, 0)) -> None:
+    def __init__(
+        self, cache_counts: Callable[[], tuple[int, int]] = lambda: (0, 0), *, recent: bool = False
+    ) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "connectors_requests",
@@ -158,7 +160,8 @@ class ProxyMetrics:
         )
         self.registry.register(_CacheCollector(cache_counts))
         self._cache_counts = cache_counts
-        self.recent = RecentRequests()  # for the status page
+        # The last requests, kept only where the status page shows them (`recent`).
+        self.recent = RecentRequests() if recent else None
         # Labelled children by their labels: finding one through `labels()` costs more
         # than counting, and every request counts several. Bounded as the labels are.
         self._answered: dict[tuple[str, str, int], tuple[Any, Any, Any]] = {}

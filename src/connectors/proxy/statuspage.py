@@ -85,7 +85,7 @@ def render(source: StatusSource, metrics: ProxyMetrics, *, now: float) -> str:
             _summary(connectors, source, now),
             _problems(list(snapshot.problems) + list(snapshot.warnings)),
             _connectors(connectors),
-            _requests(metrics.recent.newest_first()),
+            _requests(metrics.recent.newest_first() if metrics.recent is not None else []),
             _caches(metrics.cache_summary()),
             "</main></body></html>\n",
         ]

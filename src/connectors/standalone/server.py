@@ -111,7 +111,10 @@ class StandaloneServer:
         for problem in self.keys.problems:
             log.warning("%s", problem)
         authenticator = LocalAuthenticator(self.keys)
-        self.metrics = ProxyMetrics(lambda: (authenticator.cache.hits, authenticator.cache.misses))
+        self.metrics = ProxyMetrics(
+            lambda: (authenticator.cache.hits, authenticator.cache.misses),
+            recent=self.options.metrics_listen is not None,  # the status page is served there
+        )
         config = proxy_app.ProxyConfig(
             store=self.store,
             authenticator=authenticator,
