@@ -10,9 +10,11 @@ standalone server has no cluster DNS: its connectors are the path form under its
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 DEFAULT_CLUSTER_DOMAIN = "cluster.local"
+# A connector's own Service is this prefix and its name; the proxy routes by it.
+SERVICE_PREFIX = "c-"
 
 
 def path_form(namespace: str, name: str) -> str:
@@ -20,12 +22,22 @@ def path_form(namespace: str, name: str) -> str:
     return f"/namespaces/{namespace}/connectors/{name}"
 
 
+def service_name(name: str) -> str:
+    """The name of a connector's own Service in its namespace."""
+    return SERVICE_PREFIX + name
+
+
+def service_host(namespace: str, service: str, domain: str = DEFAULT_CLUSTER_DOMAIN) -> str:
+    """A Service's fully qualified name in cluster DNS."""
+    return f"{service}.{namespace}.svc.{domain}"
+
+
 def cluster_url(
     namespace: str, name: str, *, domain: str = DEFAULT_CLUSTER_DOMAIN, scheme: str = "http"
 ) -> str:
     """A connector's address inside a cluster (its Service `c-<name>`): also the audience
     its tokens must carry."""
-    return f"{scheme}://c-{name}.{namespace}.svc.{domain}"
+    return f"{scheme}://{service_host(namespace, service_name(name), domain)}"
 
 
 def standalone_url(server_url: str, namespace: str, name: str) -> str:
@@ -50,6 +62,19 @@ def origin(url: str) -> str:
     except ValueError:  # a port that is not a number: name the host alone
         port = ""
     return f"{parts.scheme}://{host}{port}"
+
+
+def same_origin(url: SplitResult, other: SplitResult) -> bool:
+    """Whether two URLs are on one scheme and authority, compared as written (userinfo and
+    an explicit port included), so that credentials never follow a link that differs."""
+    return (url.scheme.lower(), url.netloc.lower()) == (other.scheme.lower(), other.netloc.lower())
+
+
+def beneath(url: SplitResult, base: SplitResult) -> bool:
+    """Whether `url` is `base` or below it: the same origin, and `base`'s path or a path
+    under it (`/repo` covers `/repo/x`, never `/repository`)."""
+    prefix = base.path
+    return same_origin(url, base) and (url.path == prefix or url.path.startswith(prefix + "/"))
 
 
 def without_userinfo(url: str) -> str:

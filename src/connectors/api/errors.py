@@ -18,6 +18,7 @@
     │   ├── csi.files.UnsafeFilename     a rendered file name outside the volume (also a ValueError)
     │   ├── csi.memoryfs.MountError      its tmpfs (also an OSError)
     │   └── csi.publisher.PublishError   anything else, with the gRPC code to answer
+    ├── operator.main.LeadershipLost  another replica took the lease: this one exits
     └── proxy.splice.RelayBroken  a relayed body broke off: the client's connection is closed
 
 Third-party exceptions are translated into these at the boundary (`raise ... from exc`), so

@@ -22,6 +22,7 @@ from typing import Any
 
 from connectors.api.errors import AuthUnavailable, TokenError
 from connectors.auth import tokens
+from connectors.auth.authenticator import DEFAULT_DECISION_TTL_SECONDS
 
 MAX_TOKEN_BYTES = 8 * 1024
 Review = Callable[[str, str], Awaitable[tokens.Identity]]
@@ -44,7 +45,7 @@ class BoundedReviews:
         self,
         review: Review,
         *,
-        refusal_ttl_seconds: float = 10.0,
+        refusal_ttl_seconds: float = DEFAULT_DECISION_TTL_SECONDS,
         concurrency: int = 32,
         wait_seconds: float = 5.0,
         max_refusals: int = 10_000,

@@ -21,6 +21,8 @@ from connectors.auth.keys import KeyRing
 
 ISSUER = "connectors-standalone"
 ALGORITHM = "EdDSA"
+# A client's token lives this long unless asked otherwise: standalone tokens, and the CSI
+# driver's `token.expiration` (Alauda documents 30m).
 DEFAULT_TTL_SECONDS = 30 * 60
 MIN_TTL_SECONDS = 60
 MAX_TTL_SECONDS = 24 * 60 * 60

@@ -12,42 +12,57 @@ from pathlib import Path
 
 from connectors.api import addresses, crds
 from connectors.api.errors import UsageError
-from connectors.auth import authenticator, kubeauth
+from connectors.auth import kubeauth
 from connectors.cli import flags, running
 from connectors.csi import minting  # no grpc: the defaults of `connectors csi`
 from connectors.kube import client as kube_client
 from connectors.kube import config as kube_config
 from connectors.kube import install
+from connectors.operator.settings import (
+    OperatorSettings,  # no kopf: the defaults of `connectors operator`
+)
 from connectors.proxy import cluster
 
 Command = Callable[[argparse.Namespace], int]
+# The flags' defaults are the settings' own, written once there.
+_OPERATOR = OperatorSettings()
+_PROXY = cluster.ClusterProxySettings()
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> dict[str, Command]:
     """The cluster commands' parsers; their handlers by name."""
     op = sub.add_parser("operator", help="reconcile Connectors in a cluster")
     op.add_argument("--kubeconfig", type=Path, default=None)
-    op.add_argument("--proxy-service", default="connectors-proxy", help="the shared proxy Service")
-    op.add_argument("--proxy-namespace", default="connectors-system")
-    op.add_argument("--cluster-domain", default=addresses.DEFAULT_CLUSTER_DOMAIN)
+    op.add_argument(
+        "--proxy-service", default=_OPERATOR.proxy_service_name, help="the shared proxy Service"
+    )
+    op.add_argument("--proxy-namespace", default=_OPERATOR.proxy_service_namespace)
+    op.add_argument("--cluster-domain", default=_OPERATOR.cluster_domain)
     op.add_argument(
         "--proxy-scheme",
-        default="http",
+        default=_OPERATOR.proxy_scheme,
         choices=["http", "https"],
         help="how clients reach the proxy",
     )
     op.add_argument(
-        "--reprobe-interval", type=float, default=60.0, help="seconds between registry probes"
+        "--reprobe-interval",
+        type=float,
+        default=_OPERATOR.reprobe_interval_seconds,
+        help="seconds between registry probes",
     )
     op.add_argument("--lease-namespace", default=None, help="default: --proxy-namespace")
-    op.add_argument("--workers", type=int, default=16, help="connectors reconciled at once")
+    op.add_argument(
+        "--workers", type=int, default=_OPERATOR.workers, help="connectors reconciled at once"
+    )
 
     prx = sub.add_parser("proxy", help="the shared proxy of a cluster")
     prx.add_argument("--kubeconfig", type=Path, default=None)
-    prx.add_argument("--listen", default="0.0.0.0:8080", help="HOST:PORT for clients")
+    prx.add_argument(
+        "--listen", default=f"{_PROXY.host}:{_PROXY.port}", help="HOST:PORT for clients"
+    )
     prx.add_argument(
         "--metrics-listen",
-        default="0.0.0.0:9090",
+        default=f"{_PROXY.metrics_host}:{_PROXY.metrics_port}",
         help="HOST:PORT for /metrics (and the status page, with --status-page)",
     )
     prx.add_argument(
@@ -56,7 +71,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> di
         help="serve the status page at / on the metrics port: it shows every namespace's "
         "connectors and recent requests, so fence that port off first",
     )
-    prx.add_argument("--cluster-domain", default=addresses.DEFAULT_CLUSTER_DOMAIN)
+    prx.add_argument("--cluster-domain", default=_PROXY.cluster_domain)
     flags.add_upstream_timeout(prx)
     flags.add_client_limits(prx)
     flags.add_cache(prx, default_dir="no default: without it nothing is cached")
@@ -65,13 +80,13 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> di
     prx.add_argument(
         "--decision-ttl",
         type=float,
-        default=authenticator.DEFAULT_DECISION_TTL_SECONDS,
+        default=_PROXY.decision_ttl_seconds,
         help="seconds a token decision is reused (never past the token's expiry)",
     )
     prx.add_argument(
         "--authorization",
         choices=kubeauth.AUTHORIZATION_MODES,
-        default="namespace",
+        default=_PROXY.authorization,
         help="namespace: a connector's own namespace's ServiceAccounts may use it, others need "
         "RBAC; rbac: everyone needs RBAC (get to download, create connectors/proxy to upload)",
     )
@@ -118,7 +133,6 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> di
 
 def _operator(args: argparse.Namespace) -> int:
     from connectors.operator import main as operator_main  # kopf loads only here
-    from connectors.operator.settings import OperatorSettings
 
     settings = OperatorSettings(
         proxy_service_name=args.proxy_service,

@@ -19,6 +19,8 @@ from connectors.proxy import filecache
 from connectors.standalone import commands, demo, listing, server, state
 
 Command = Callable[[argparse.Namespace], int]
+# Written as a user would, from the one default.
+_DEFAULT_TTL = f"{tokens.DEFAULT_TTL_SECONDS // 60}m"
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> dict[str, Command]:
@@ -66,7 +68,9 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> di
     token.add_argument("names", nargs="+", metavar="NAME", help="the connectors it is valid for")
     flags.add_place(token)
     flags.add_namespace(token)
-    token.add_argument("--ttl", default="30m", help="lifetime, e.g. 10m or 1h (default 30m)")
+    token.add_argument(
+        "--ttl", default=_DEFAULT_TTL, help=f"lifetime, e.g. 10m or 1h (default {_DEFAULT_TTL})"
+    )
     token.add_argument(
         "--read-only", action="store_true", help="a token that can download but not upload"
     )
@@ -92,7 +96,9 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> di
         default=None,
         help="write the files here (default: print them)",
     )
-    rend.add_argument("--ttl", default="30m")
+    rend.add_argument(
+        "--ttl", default=_DEFAULT_TTL, help=f"the tokens' lifetime (default {_DEFAULT_TTL})"
+    )
     flags.add_place(rend)
     flags.add_namespace(rend)
 

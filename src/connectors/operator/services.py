@@ -20,7 +20,7 @@ CONNECTOR_LABEL = "connectors.alauda.io/connector"
 
 
 def service_name(connector: Connector) -> str:
-    return f"c-{connector.name}"
+    return addresses.service_name(connector.name)
 
 
 RESOLVER_ANNOTATION = "connectors.cpaas.io/proxy-resolver"
@@ -45,19 +45,21 @@ def proxy_url(
     resolver = cls.metadata.annotations.get(RESOLVER_ANNOTATION, "") if cls else ""
     if resolver == "path":
         return (
-            f"{settings.proxy_scheme}://{settings.proxy_service_name}."
-            f"{settings.proxy_service_namespace}.svc.{settings.cluster_domain}"
+            f"{settings.proxy_scheme}://{_shared_proxy_host(settings)}"
             f"{addresses.path_form(connector.namespace, connector.name)}"
         )
     return audience(connector, settings)
 
 
+def _shared_proxy_host(settings: OperatorSettings) -> str:
+    return addresses.service_host(
+        settings.proxy_service_namespace, settings.proxy_service_name, settings.cluster_domain
+    )
+
+
 def desired_service(connector: Connector, settings: OperatorSettings) -> dict[str, Any]:
     port = 443 if settings.proxy_scheme == "https" else 80
-    target = (
-        f"{settings.proxy_service_name}.{settings.proxy_service_namespace}"
-        f".svc.{settings.cluster_domain}"
-    )
+    target = _shared_proxy_host(settings)
     return {
         "apiVersion": "v1",
         "kind": "Service",

@@ -58,7 +58,7 @@ AudienceFor = Callable[[str, str], str]  # (namespace, name) -> the audience tok
 
 
 @dataclasses.dataclass(frozen=True)
-class ProxyConfig:
+class ProxySettings:
     """How the proxy is wired: where resources come from and who decides on tokens."""
 
     store: Store
@@ -68,7 +68,7 @@ class ProxyConfig:
     forward: forwarding.ForwardSettings = forwarding.ForwardSettings()
 
 
-CONFIG = web.AppKey("config", ProxyConfig)
+CONFIG = web.AppKey("config", ProxySettings)
 TARGETS = web.AppKey("targets", TargetCache)
 RESOURCES = web.AppKey("resources", forwarding.Resources)
 METRICS = web.AppKey("metrics", ProxyMetrics)
@@ -81,7 +81,7 @@ TOKEN_ID = web.RequestKey("token_id", str)
 REQUEST_ID = web.RequestKey("request_id", str)
 
 
-def make_app(config: ProxyConfig, metrics: ProxyMetrics | None = None) -> web.Application:
+def make_app(config: ProxySettings, metrics: ProxyMetrics | None = None) -> web.Application:
     # Limits on request heads live with the server (serving.GuardedRunner).
     app = web.Application(middlewares=[audit, refuse_unsafe_requests])
     app[CONFIG] = config
@@ -306,7 +306,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
 
 
 async def _authorize(
-    request: web.Request, config: ProxyConfig, found: routing.Route
+    request: web.Request, config: ProxySettings, found: routing.Route
 ) -> web.Response | None:
     metrics = request.app[METRICS]
     connector = f"{found.namespace}/{found.name}"

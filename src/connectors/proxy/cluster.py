@@ -92,7 +92,7 @@ async def run(config: ClusterConfig, options: ClusterProxySettings, stop: asynci
             lambda: (authenticator.cache.hits, authenticator.cache.misses),
             recent=options.status_page,
         )
-        settings = proxy_app.ProxyConfig(
+        settings = proxy_app.ProxySettings(
             store=store,
             authenticator=authenticator,
             audience_for=audience_lookup(

@@ -32,6 +32,8 @@ import hmac
 import re
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
+from connectors.api import addresses
+
 EXT_PREFIX = "/_ext/"
 ORIGIN_PREFIX = "/_origin/"
 SHA256_PREFIX = "/_sha256/"
@@ -64,10 +66,6 @@ class Extension:
     name: str
     url: str
     credentialed: bool
-
-
-def _origin(parts: SplitResult) -> tuple[str, str]:
-    return parts.scheme.lower(), parts.netloc.lower()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,7 +121,7 @@ class LinkMap:
         parts = urlsplit(upstream_url)
         suffix = urlunsplit(("", "", "", parts.query, parts.fragment))
         address = self._address
-        if _origin(parts) == _origin(address):
+        if addresses.same_origin(parts, address):
             prefix = address.path
             if parts.path == prefix or parts.path.startswith(prefix + "/"):
                 rest = parts.path[len(prefix) :] or "/"
@@ -132,9 +130,7 @@ class LinkMap:
             return client_base + ORIGIN_PREFIX + seal + parts.path + suffix
         for extension in self.extensions:
             ext = urlsplit(extension.url.rstrip("/"))
-            if _origin(parts) == _origin(ext) and (
-                parts.path == ext.path or parts.path.startswith(ext.path + "/")
-            ):
+            if addresses.beneath(parts, ext):
                 rest = parts.path[len(ext.path) :] or "/"
                 return client_base + EXT_PREFIX + extension.name + rest + suffix
         return None

@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from connectors.api import addresses
 from connectors.proxy.filecache import CacheFigures, FileCache
 from connectors.proxy.pages import PageCache
 from connectors.proxy.recent import RecentRequests
@@ -234,7 +235,8 @@ async def _named_locally_only(request: web.Request, handler: Handler) -> web.Str
 
 def _local_name(host: str) -> bool:
     name = (urlsplit(f"//{host}").hostname or "").rstrip(".")
-    if name == "localhost" or name.endswith((".svc", ".cluster.local")) or ".svc." in name:
+    cluster_names = (".svc", "." + addresses.DEFAULT_CLUSTER_DOMAIN)
+    if name == "localhost" or name.endswith(cluster_names) or ".svc." in name:
         return True
     try:
         ipaddress.ip_address(name)

@@ -12,9 +12,11 @@ from __future__ import annotations
 import dataclasses
 import re
 
+from connectors.api import addresses
+
 _LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
 _HOST = re.compile(
-    rf"^c-(?P<name>{_LABEL})\.(?P<ns>{_LABEL})(\.svc(\.[a-z0-9.-]+)?)?\.?(:\d{{1,5}})?$"
+    rf"^{re.escape(addresses.SERVICE_PREFIX)}(?P<name>{_LABEL})\.(?P<ns>{_LABEL})(\.svc(\.[a-z0-9.-]+)?)?\.?(:\d{{1,5}})?$"
 )
 _PATH = re.compile(rf"^/namespaces/(?P<ns>{_LABEL})/connectors/(?P<name>{_LABEL})(?P<rest>/.*)?$")
 

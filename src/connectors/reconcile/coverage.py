@@ -52,14 +52,9 @@ class Coverage:
 
 def covered(url: str, address: str, extensions: list[AddressExtension]) -> bool:
     parts = urlsplit(url)
-    if _origin(url) == _origin(address):
+    if addresses.same_origin(parts, urlsplit(address)):
         return True
-    for extension in extensions:
-        ext = urlsplit(extension.url.rstrip("/"))
-        same = _origin(url) == _origin(extension.url)
-        if same and (parts.path == ext.path or parts.path.startswith(ext.path + "/")):
-            return True
-    return False
+    return any(addresses.beneath(parts, urlsplit(e.url.rstrip("/"))) for e in extensions)
 
 
 async def look(
@@ -86,7 +81,8 @@ async def look(
         else None
     )
     projects = [urljoin(index_url, h.decode("ascii", "replace")) for h in _HREF.findall(index)]
-    project = next((p for p in projects if _origin(p) == _origin(address)), None)
+    home = urlsplit(address)
+    project = next((p for p in projects if addresses.same_origin(urlsplit(p), home)), None)
     if project is None:
         return Coverage(why="the simple index lists no project yet", redirect=redirect)
     page = await read(project, MAX_PAGE_BYTES)
@@ -156,11 +152,6 @@ def _get(
         ssl=tls if url.startswith("https:") else True,
         timeout=aiohttp.ClientTimeout(total=timeout_seconds),
     )  # fmt: skip
-
-
-def _origin(url: str) -> tuple[str, str]:
-    parts = urlsplit(url)
-    return parts.scheme.lower(), parts.netloc.lower()
 
 
 def _origin_text(url: str) -> str:

@@ -15,6 +15,8 @@ import tempfile
 import textwrap
 from pathlib import Path
 
+from connectors.api.errors import ConnectorsError
+from connectors.auth import tokens
 from connectors.standalone import commands, listing, localregistry
 from connectors.standalone.server import ServeSettings, StandaloneServer
 
@@ -127,7 +129,7 @@ async def _client_side(work: Path, place: commands.Place) -> dict[str, str]:
     step(4, "Uploading with twine through the proxy, using the rendered .pypirc")
     client = work / "client"
     files = commands.render_files(
-        place, NAMESPACE, [CONNECTOR], ["pypirc", "pipconf"], ttl_seconds=30 * 60
+        place, NAMESPACE, [CONNECTOR], ["pypirc", "pipconf"], ttl_seconds=tokens.DEFAULT_TTL_SECONDS
     )
     commands.write_files(client, files)
     dists = sorted(str(p) for p in (project / "dist").iterdir())
@@ -204,7 +206,7 @@ async def _run(argv: list[str], env: dict[str, str] | None = None) -> str:
     print(textwrap.indent("\n".join(tail), "    "), flush=True)
     if process.returncode != 0:
         print(text, file=sys.stderr)
-        raise SystemExit(f"demo step failed: {shown} exited with {process.returncode}")
+        raise ConnectorsError(f"demo step failed: {shown} exited with {process.returncode}")
     return text
 
 

@@ -115,7 +115,7 @@ class StandaloneServer:
             lambda: (authenticator.cache.hits, authenticator.cache.misses),
             recent=self.options.metrics_listen is not None,  # the status page is served there
         )
-        config = proxy_app.ProxyConfig(
+        config = proxy_app.ProxySettings(
             store=self.store,
             authenticator=authenticator,
             audience_for=lambda ns, name: addresses.standalone_url(self.url, ns, name),
