@@ -12,6 +12,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import jwt
 import pytest
@@ -27,7 +28,7 @@ from tests.support import clients, leaks, wire
 from tests.support.components import DEPLOY, ComponentProcess
 from tests.support.standalone import connector_manifest, secret_manifest
 from tests.support.testcluster import ISSUER, TestCluster
-from tests.support.waiting import settled
+from tests.support.waiting import holds, settled
 from tests.support.wheels import make_wheel
 
 NS = "proxy-demo"
@@ -83,16 +84,11 @@ def pod(name: str, account: str, namespace: str = NS) -> str:
 
 
 def wait_ready(url: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url + "/readyz", timeout=2) as reply:
-                if reply.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError("the proxy never became ready")
+    def ready() -> bool:
+        with urllib.request.urlopen(url + "/readyz", timeout=2) as reply:
+            return bool(reply.status == 200)
+
+    settled(ready, timeout, "the proxy becoming ready")
 
 
 @pytest.fixture(scope="module")
@@ -224,12 +220,13 @@ def test_a_token_bound_to_a_deleted_pod_is_refused(setup: Setup):
     token = setup.token("builder", pod="short-job")
     assert wire.request("GET", setup.base() + "/simple/", headers=wire.basic(token)).status == 200
     setup.cluster.kubectl("delete", "pod", "short-job", "-n", NS, "--wait=true")
-    deadline = time.monotonic() + 40  # the proxy's 3 s cache plus the API server's 10 s
-    status = 200
-    while status == 200 and time.monotonic() < deadline:
-        time.sleep(1)
+
+    def refused() -> int | None:
         status = wire.request("GET", setup.base() + "/simple/", headers=wire.basic(token)).status
-    assert status == 401
+        return None if status == 200 else status
+
+    # The proxy's 3 s cache plus the API server's 10 s; anything but 200 then 401 fails.
+    assert settled(refused, 40, "the deleted pod's token being refused") == 401
 
 
 @pytest.mark.parametrize(
@@ -288,11 +285,14 @@ def test_a_rotated_secret_is_used_for_the_next_request(setup: Setup, tmp_path: P
 def test_each_request_leaves_an_audit_line_without_the_token(setup: Setup):
     token = setup.token("reader")
     reply = wire.request("GET", setup.base() + "/simple/audited/", headers=wire.basic(token))
-    time.sleep(0.2)
     marker = "connectors.audit: "
-    lines = [json.loads(line.split(marker, 1)[1])
-             for line in setup.proxy.log().splitlines() if marker in line]  # fmt: skip
-    line = next(x for x in reversed(lines) if x["path"].endswith("/simple/audited/"))
+
+    def audited() -> dict[str, Any] | None:
+        lines = [json.loads(line.split(marker, 1)[1])
+                 for line in setup.proxy.log().splitlines() if marker in line]  # fmt: skip
+        return next((x for x in reversed(lines) if x["path"].endswith("/simple/audited/")), None)
+
+    line = settled(audited, 10, "the request's audit line")
     assert line == {
         "connector": NAME, "namespace": NS, "identity": f"system:serviceaccount:{NS}:reader",
         "pod": "pod-reader", "method": "GET",
@@ -344,8 +344,12 @@ def test_with_the_api_server_down_cached_identities_hold_and_new_ones_get_503(se
         assert "cannot check the token now" in reply.body.decode()
         assert wire.request("GET", url, headers=wire.basic("garbage")).status in (401, 503)
         assert wire.request("GET", url).status == 401
-        time.sleep(3.5)  # past the decision cache's 3 s
-        assert wire.request("GET", url, headers=wire.basic(cached)).status == 503
+        # Past the decision cache's 3 s, the remembered decision fails closed too.
+        settled(
+            lambda: wire.request("GET", url, headers=wire.basic(cached)).status == 503,
+            10,
+            "the cached decision expiring while the API server is down",
+        )
     finally:
         setup.cluster.start_apiserver()
     settled(
@@ -360,20 +364,17 @@ def test_a_secret_deleted_and_recreated_is_503_then_200_and_nothing_else(setup: 
     url = setup.base() + "/simple/"
     assert wire.request("GET", url, headers=wire.basic(token)).status == 200
     setup.cluster.kubectl("delete", "secret", "registry-secret", "-n", NS)
-    seen = []
-    deadline = time.monotonic() + 15
-    while (status := wire.request("GET", url, headers=wire.basic(token)).status) != 503:
-        seen.append(status)
-        assert time.monotonic() < deadline, "the deleted Secret was still used"
-        time.sleep(0.1)
+    seen: list[int] = []
+
+    def answered(want: int) -> bool:
+        seen.append(wire.request("GET", url, headers=wire.basic(token)).status)
+        return seen[-1] == want
+
+    settled(lambda: answered(503), 15, "the deleted Secret going out of use")
     assert b"registry-secret not found" in wire.request("GET", url, headers=wire.basic(token)).body
     setup.cluster.kubectl("apply", "-n", NS, "-f", "-", stdin=secret_manifest(
         "registry-secret", setup.registry.username, setup.registry.password))  # fmt: skip
-    deadline = time.monotonic() + 15
-    while (status := wire.request("GET", url, headers=wire.basic(token)).status) != 200:
-        seen.append(status)
-        assert time.monotonic() < deadline, "the recreated Secret was not used"
-        time.sleep(0.1)
+    settled(lambda: answered(200), 15, "the recreated Secret being used")
     assert set(seen) <= {200, 503}  # never a 401 or a 5xx from a half-known Secret
 
 
@@ -390,11 +391,13 @@ def test_a_status_naming_another_audience_cannot_open_the_proxy_to_other_tokens(
     ).stdout.strip()
     # Asked again and again for longer than the watch takes to deliver the new status, so
     # a proxy that read its audience from the status would be caught letting one through.
-    deadline = time.monotonic() + 3
-    while time.monotonic() < deadline:
-        reply = wire.request("GET", setup.base() + "/simple/", headers=wire.basic(api_token))
-        assert reply.status == 401
-        time.sleep(0.1)
+    holds(
+        lambda: (
+            wire.request("GET", setup.base() + "/simple/", headers=wire.basic(api_token)).status
+        ),
+        401,
+        3,
+    )
     assert (
         wire.request(
             "GET", setup.base() + "/simple/", headers=wire.basic(setup.token("builder"))
@@ -464,12 +467,13 @@ def test_by_default_another_namespace_needs_the_grant_rbac_gives(namespace_mode:
         "create", "rolebinding", "visitor-downloads", "-n", NS,
         "--clusterrole=connectors-download", f"--serviceaccount={OTHER_NS}:visitor",
     )  # fmt: skip
-    deadline = time.monotonic() + 20  # past the proxy's 3 s decision cache
-    status = refused.status
-    while status == 403 and time.monotonic() < deadline:
-        time.sleep(0.5)
+
+    def decided() -> int | None:
         status = wire.request("GET", url, headers=wire.basic(token)).status
-    assert status == 200
+        return None if status == 403 else status
+
+    # Past the proxy's 3 s decision cache; anything but 403 then 200 fails.
+    assert settled(decided, 20, "the rolebinding taking effect") == 200
     upload = wire.request("POST", namespace_mode.base() + "/", headers=wire.basic(token))
     assert upload.status == 403
 

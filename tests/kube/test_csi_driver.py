@@ -9,7 +9,6 @@ import configparser
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -566,11 +565,15 @@ def test_a_driver_allowed_to_mint_honours_a_shorter_token_expiration_and_renews_
         assert body["exp"] - body["iat"] == 600
         assert body["aud"] == [PROXY_URL]  # minted for this connector alone
         seen = {pip_conf_token(pip_conf)}
+
+        def renewed() -> str | None:
+            kubelet.republish(NS, "refreshing")
+            token = pip_conf_token(pip_conf)
+            return None if token in seen else token
+
         with pip_conf.open() as pinned:
-            for _ in range(3):
-                time.sleep(1.5)
-                kubelet.republish(NS, "refreshing")
-                seen.add(pip_conf_token(pip_conf))
+            for _ in range(3):  # each once the refresh fraction of the last one has passed
+                seen.add(settled(renewed, 20, "a republish renewing the token"))
             pinned.seek(0)
             assert pip_conf_token(pip_conf) in pinned.read()
         assert len(seen) == 4  # the first token and three renewed ones
@@ -579,10 +582,13 @@ def test_a_driver_allowed_to_mint_honours_a_shorter_token_expiration_and_renews_
         # files and still answers OK, so kubelet does not tear the mount down.
         before = pip_conf.read_text()
         node.cluster.kubectl("delete", "serviceaccount", "refresher", "-n", NS)
-        time.sleep(1.5)
-        kubelet.republish(NS, "refreshing")
+
+        def failed_to_renew() -> bool:
+            kubelet.republish(NS, "refreshing")
+            return "cannot refresh its files now" in fast.log()
+
+        settled(failed_to_renew, 20, "a republish finding no token to be had")
         assert pip_conf.read_text() == before
-        assert "cannot refresh its files now" in fast.log()
     finally:
         kubelet.close()
         fast.stop()

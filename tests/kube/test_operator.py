@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,7 +17,7 @@ from tests.support import leaks, seed
 from tests.support.components import OperatorProcess, condition, connector, wait_for
 from tests.support.standalone import connector_manifest, secret_manifest
 from tests.support.testcluster import TestCluster
-from tests.support.waiting import settled
+from tests.support.waiting import holds, settled
 
 NS = seed.NAMESPACE
 PASSWORDS: list[str] = []
@@ -329,10 +329,13 @@ def test_a_restarted_operator_converges_without_rewriting_anything(
     before = wait_for(kube_cluster, NS, "pypi-connector")
     operator.stop()
     operator.start()
-    time.sleep(8)  # several re-probe intervals of the new process
-    after = connector(kube_cluster, NS, "pypi-connector")
-    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
-    assert after["status"] == before["status"]
+    settled(lambda: "leading as" in operator.log(), 30, "the restarted operator leading")
+
+    # Asked through three re-probe intervals (2 s) of the new process: nothing rewritten.
+    def written(found: dict[str, Any]) -> tuple[str, Any]:
+        return found["metadata"]["resourceVersion"], found["status"]
+
+    holds(lambda: written(connector(kube_cluster, NS, "pypi-connector")), written(before), 6)
     services = kube_cluster.kubectl(
         "get", "services", "-n", NS, "-l", "connectors.alauda.io/connector=pypi-connector",
         "-o", "name",
@@ -380,8 +383,7 @@ def test_a_second_replica_waits_and_takes_over_when_the_leader_stops(
 ):
     standby = OperatorProcess(kube_cluster, tmp_path).start()
     try:
-        time.sleep(3)
-        assert "another replica leads" in standby.log()
+        settled(lambda: "another replica leads" in standby.log(), 20, "the standby waiting")
         operator.stop()
         apply(
             kube_cluster,

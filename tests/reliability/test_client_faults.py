@@ -16,6 +16,7 @@ from connectors.standalone import localregistry
 from connectors.standalone.localregistry import LocalRegistry
 from tests.support import wire
 from tests.support.standalone import Standalone, serving
+from tests.support.waiting import settled
 from tests.support.wheels import make_wheel
 
 BOUNDARY = "connectors-test-boundary"
@@ -78,8 +79,14 @@ def test_a_client_that_hangs_up_mid_upload_leaves_no_file(
     server, registry = setup
     wheel = make_wheel(tmp_path, "half-sent", "1.0.0", payload=b"\x01" * 3_000_000)
     body = upload_body(wheel)
+    logged = len(server.audit_lines())
     raw_upload(server, body, send=len(body) // 2)
-    time.sleep(2)
+    # The proxy has finished with the request once it logs it (as the client's hang-up).
+    settled(
+        lambda: any(x["method"] == "POST" for x in server.audit_lines()[logged:]),
+        30,
+        "the broken upload's audit line",
+    )
     assert not any(p.name.startswith("half_sent") for p in registry.packages.iterdir())
     # The same upload sent whole is accepted, so the request above was a real upload.
     answer = raw_upload(server, body, send=len(body))
@@ -131,7 +138,7 @@ def test_slow_senders_and_slow_readers_do_not_hold_up_other_clients(
     for thread in threads:
         thread.start()
     try:
-        time.sleep(1)
+        settled(lambda: len(sockets) == len(threads), 20, "every slow client connected")
         loaded = index_pages()
     finally:
         stop.set()

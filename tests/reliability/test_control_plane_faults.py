@@ -19,7 +19,7 @@ from connectors.standalone.localregistry import LocalRegistry
 from tests.reliability.test_client_faults import BOUNDARY, upload_body
 from tests.support import wire
 from tests.support.standalone import CONNECTORS, Standalone, connector_manifest, serving
-from tests.support.waiting import eventually
+from tests.support.waiting import eventually, settled
 from tests.support.wheels import make_wheel
 
 
@@ -82,14 +82,15 @@ def test_a_secret_deleted_and_recreated_under_traffic_is_503_then_200_never_anyt
     worker = threading.Thread(target=traffic)
     worker.start()
     try:
-        time.sleep(0.5)
+        settled(lambda: seen.count(200) >= 5, 20, "traffic flowing before the outage")
         secret_file = server.config_dir / "default" / "secret.yaml"
         saved = secret_file.read_text()
         secret_file.unlink()
         eventually(lambda: seen[-1] if seen else 0, 503)
         secret_file.write_text(saved)
         eventually(lambda: seen[-1] if seen else 0, 200)
-        time.sleep(0.3)
+        back = len(seen)
+        settled(lambda: len(seen) >= back + 5, 20, "traffic flowing after the outage")
     finally:
         stop.set()
         worker.join()
@@ -125,12 +126,17 @@ def test_a_restart_mid_uploads_never_reports_an_upload_the_registry_lacks(
 
     worker = threading.Thread(target=uploads)
     worker.start()
+
+    def accepted() -> int:
+        return sum(outcome == 200 for outcome in list(outcomes.values()))
+
     try:
-        time.sleep(1)
+        settled(lambda: accepted() >= 2, 30, "uploads accepted before the restart")
         server.stop()
-        time.sleep(0.5)
+        time.sleep(0.5)  # down for a moment, as a restart is
+        before_restart = accepted()
         server.start("--listen", server.url.removeprefix("http://"))
-        time.sleep(1.5)
+        settled(lambda: accepted() > before_restart, 30, "an upload accepted after the restart")
     finally:
         stop.set()
         worker.join()

@@ -107,9 +107,14 @@ def while_attacked(
 ) -> tuple[list[float], list[wire.Reply]]:
     """Tenant A's page latencies, one request after another, while `attackers` threads
     each run `attack` once."""
+    asked = len(tenants.attacker.seen())
     with concurrent.futures.ThreadPoolExecutor(attackers) as pool:
         attacks = [pool.submit(attack) for _ in range(attackers)]
-        time.sleep(0.2)
+        settled(
+            lambda: len(tenants.attacker.seen()) >= asked + attackers,
+            20,
+            "the attacks reaching the attacker's registry",
+        )
         latencies = [tenants.victim_page() for _ in range(rounds)]
         replies = [a.result(timeout=120) for a in attacks]
     return latencies, replies
@@ -217,9 +222,14 @@ def test_stalling_registries_of_one_tenant_use_its_share_not_everyones(tenants: 
 
     # 150 stalls across 5 registries: more than aiohttp's default pool would have held
     # for everyone, fewer than the proxy's connection budget.
+    asked = len(tenants.attacker.seen())
     with concurrent.futures.ThreadPoolExecutor(150) as pool:
         attacks = [pool.submit(stall, i) for i in range(150)]
-        time.sleep(1.0)
+        settled(
+            lambda: any(s.path.endswith("/stall/") for s in tenants.attacker.seen()[asked:]),
+            20,
+            "the stalls reaching the attacker's registries",
+        )
         latencies = [tenants.victim_page() for _ in range(20)]
         stalled = [a.result(timeout=60) for a in attacks]
     assert max(latencies) < baseline * 2 + 0.25, (baseline, latencies)
@@ -357,8 +367,9 @@ def test_clients_that_stop_reading_hold_no_memory_past_the_idle_timeout(tenants:
             sock.recv(100)  # then never read again
         # The pages stay counted while unsent; the proxy gives up on each reader after the
         # idle timeout and lets go of what it held.
-        deadline = time.monotonic() + UPSTREAM_TIMEOUT + 10
-        while rss_mib(tenants.server.pid) > before + 100 and time.monotonic() < deadline:
-            time.sleep(0.5)
-    assert rss_mib(tenants.server.pid) < before + 100
+        settled(
+            lambda: rss_mib(tenants.server.pid) < before + 100,
+            UPSTREAM_TIMEOUT + 10,
+            "the unread pages' memory let go",
+        )
     assert tenants.victim_page() < 1

@@ -16,6 +16,7 @@ from connectors.standalone.localregistry import LocalRegistry
 from tests.support import faulty, wire
 from tests.support.faulty import FaultyRegistry
 from tests.support.standalone import Standalone, connector_manifest, secret_manifest
+from tests.support.waiting import settled
 
 TIMEOUT = 2.0
 
@@ -124,7 +125,7 @@ def test_a_registry_error_passes_through_with_its_body(setup: tuple[Standalone, 
 def test_other_connectors_are_served_normally_during_stalls(
     setup: tuple[Standalone, FaultyRegistry],
 ):
-    server, _ = setup
+    server, registry = setup
 
     def ten_index_pages() -> float:
         started = time.monotonic()
@@ -137,10 +138,15 @@ def test_other_connectors_are_served_normally_during_stalls(
         threading.Thread(target=lambda: get(server, "faulty", "/files/stall.whl"))
         for _ in range(20)
     ]
+    asked = len(registry.seen)
     for thread in stalls:
         thread.start()
     try:
-        time.sleep(0.3)
+        settled(
+            lambda: any(s.path == "/files/stall.whl" for s in registry.seen[asked:]),
+            10,
+            "the stalls reaching the registry",
+        )
         during = ten_index_pages()
         assert during < unloaded * 1.5 + 0.5, (unloaded, during)  # not queued behind stalls
     finally:

@@ -32,7 +32,6 @@ import dataclasses
 import json
 import subprocess
 import sys
-import time
 import urllib.request
 import zlib
 from collections.abc import Iterator
@@ -42,6 +41,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from connectors.standalone.localregistry import free_port
+from tests.support.waiting import answers, started
 
 USERNAME = "tenant-c"
 PASSWORD = "hostile-registry-password-9f3e"
@@ -188,15 +188,7 @@ def hostile_registry(host: str = "127.0.0.1") -> Iterator[HostileRegistry]:
     )
     origin = f"http://{host}:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(origin + "/__seen", timeout=1).close()
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the hostile registry did not start") from None
-                time.sleep(0.1)
+        started(process, lambda: answers(origin + "/__seen"), 30, "the hostile registry")
         yield HostileRegistry(url=origin + "/repo", origin=origin)
     finally:
         process.terminate()

@@ -11,7 +11,6 @@ import json
 import resource
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from connectors.auth import tokens
 from connectors.standalone import commands
 from connectors.standalone.state import StatusRow
 from tests.support import leaks
-from tests.support.waiting import settled
+from tests.support.waiting import settled, started
 
 CONNECTORS = str(Path(sys.executable).parent / "connectors")
 
@@ -112,16 +111,9 @@ class Standalone:
                 stderr=subprocess.STDOUT,
                 preexec_fn=limit,  # noqa: PLW1509 (a test harness, no threads to fear)
             )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            url = self.place.state.server_url()
-            if url is not None:
-                self.url = url
-                return
-            if self.process.poll() is not None:
-                raise RuntimeError(f"connectors serve exited: {self.log_file.read_text()}")
-            time.sleep(0.05)
-        raise RuntimeError("connectors serve did not start within 30s")
+        self.url = started(
+            self.process, self.place.state.server_url, 30, "connectors serve", self.log_file
+        )
 
     def stop(self) -> None:
         if self.process is not None:

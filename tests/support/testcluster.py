@@ -38,6 +38,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from connectors.standalone.localregistry import free_port
+from tests.support.waiting import settled
 
 ISSUER = "https://kubernetes.default.svc.cluster.local"
 KUBECTL = Path(sys.executable).parent / "kubectl"
@@ -349,20 +350,13 @@ class TestCluster:
     def _wait_ready(self, timeout: float) -> None:
         context = ssl.create_default_context(cafile=str(self.pki / "ca.crt"))
         context.load_cert_chain(self.pki / "admin.crt", self.pki / "admin.key")
-        deadline = time.monotonic() + timeout
-        last = ""
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(
-                    self.server + "/readyz", context=context, timeout=5
-                ) as r:
-                    if r.status == 200:
-                        return
-            except (urllib.error.URLError, OSError) as exc:
-                last = str(exc)
-            self._check_alive()
-            time.sleep(0.25)
-        raise RuntimeError(f"kube-apiserver not ready within {timeout:g}s: {last}")
+
+        def ready() -> bool:
+            self._check_alive()  # a control-plane process that died fails at once
+            with urllib.request.urlopen(self.server + "/readyz", context=context, timeout=5) as r:
+                return bool(r.status == 200)
+
+        settled(ready, timeout, "kube-apiserver ready")
 
     def _check_alive(self) -> None:
         for name, pid in self._read_pids().items():
@@ -414,11 +408,15 @@ class TestCluster:
         """Create a namespace (if missing) and wait for the controller manager to give it
         its `default` ServiceAccount, as Pods need one to be admitted."""
         self.kubectl("create", "namespace", name, check=False)
-        deadline = time.monotonic() + timeout
-        while self.kubectl("get", "serviceaccount", "default", "-n", name, check=False).returncode:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"namespace {name} got no default ServiceAccount")
-            time.sleep(0.2)
+        settled(
+            lambda: (
+                not self.kubectl(
+                    "get", "serviceaccount", "default", "-n", name, check=False
+                ).returncode
+            ),
+            timeout,
+            f"namespace {name} given its default ServiceAccount",
+        )
 
     def token_kubeconfig(self, name: str, token: str, namespace: str = "default") -> Path:
         """A kubeconfig that authenticates with `token` (a ServiceAccount's, say)."""

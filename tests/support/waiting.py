@@ -5,9 +5,13 @@ A fixed sleep is a test that is either slow or flaky; this asks often and gives 
 
 from __future__ import annotations
 
+import ssl
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -52,3 +56,44 @@ def settled(check: Callable[[], T | None], seconds: float, what: str) -> T:
     except AssertionError:
         raise AssertionError(f"{what}: not within {seconds:g}s {last[0]}".rstrip()) from None
     return found[-1]
+
+
+def holds(check: Callable[[], T], want: T, seconds: float) -> None:
+    """The opposite wait, for what must not happen: ask again and again for `seconds`
+    that `check()` stays `want`, and fail on the first answer that is not."""
+    until = time.monotonic() + seconds
+    while True:
+        seen = check()
+        assert seen == want, f"became {seen!r} instead of staying {want!r}"
+        if time.monotonic() >= until:
+            return
+        time.sleep(0.1)
+
+
+def started(
+    process: subprocess.Popen[bytes],
+    check: Callable[[], T | None],
+    seconds: float,
+    what: str,
+    log: Path | None = None,
+) -> T:
+    """`settled` for a process coming up: fails at once if the process exits first,
+    quoting its `log` when there is one."""
+
+    def alive_and(check_: Callable[[], T | None]) -> T | None:
+        if process.poll() is not None:
+            output = log.read_text(errors="replace") if log is not None else ""
+            raise RuntimeError(f"{what}: exited with code {process.returncode}\n{output}")
+        return check_()
+
+    return settled(lambda: alive_and(check), seconds, what)
+
+
+def answers(url: str, context: ssl.SSLContext | None = None) -> bool:
+    """Whether anything answers HTTP at `url`, whatever the status (an error status is an
+    answer); a connection refused is not yet."""
+    try:
+        with urllib.request.urlopen(url, timeout=2, context=context):
+            return True
+    except urllib.error.HTTPError:
+        return True

@@ -16,13 +16,12 @@ import os
 import shutil
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 from connectors.reconcile import probes
 from connectors.standalone.localregistry import free_port
+from tests.support.waiting import answers, started
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
@@ -126,23 +125,8 @@ http {{
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait(url, process)
+        started(process, lambda: answers(url + "/health"), 20, f"nginx at {url}")
         yield Watched(url=url, access_log=workdir / "access.log")
     finally:
         process.terminate()
         process.wait(timeout=10)
-
-
-def _wait(url: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"nginx exited with code {process.returncode}")
-        try:
-            urllib.request.urlopen(url + "/health", timeout=2)
-            return
-        except urllib.error.HTTPError:
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nginx at {url} did not start")
