@@ -310,13 +310,17 @@ def test_deleting_a_connector_removes_its_service(
         "delete", "connector", "short-lived", "-n", NS, "--wait=true", "--timeout=20s"
     )
     settled(
-        lambda: (
-            "NotFound"
-            in kube_cluster.kubectl("get", "service", "c-short-lived", "-n", NS, check=False).stderr
-        ),
+        lambda: not service_exists(kube_cluster, "c-short-lived"),
         30,
         "the Service of a deleted Connector garbage-collected",
     )
+
+
+def service_exists(cluster: TestCluster, name: str) -> bool:
+    """Whether the Service exists; an API error other than NotFound fails the test."""
+    found = cluster.kubectl("get", "service", name, "-n", NS, check=False)
+    assert found.returncode == 0 or "NotFound" in found.stderr, found.stderr
+    return found.returncode == 0
 
 
 def test_a_restarted_operator_converges_without_rewriting_anything(
@@ -346,12 +350,7 @@ def test_a_restarted_operator_converges_without_rewriting_anything(
     assert operator.process is not None and operator.process.poll() is None
     kube_cluster.kubectl("delete", "service", "c-pypi-connector", "-n", NS)
     settled(
-        lambda: (
-            kube_cluster.kubectl(
-                "get", "service", "c-pypi-connector", "-n", NS, check=False
-            ).returncode
-            == 0
-        ),
+        lambda: service_exists(kube_cluster, "c-pypi-connector"),
         20,
         "the restarted operator acting on a change",
     )
@@ -367,12 +366,7 @@ def test_a_deleted_service_is_recreated(
     wait_for(kube_cluster, NS, "pypi-connector")
     kube_cluster.kubectl("delete", "service", "c-pypi-connector", "-n", NS)
     settled(
-        lambda: (
-            kube_cluster.kubectl(
-                "get", "service", "c-pypi-connector", "-n", NS, check=False
-            ).returncode
-            == 0
-        ),
+        lambda: service_exists(kube_cluster, "c-pypi-connector"),
         20,
         "the deleted Service recreated",
     )
