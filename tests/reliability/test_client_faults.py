@@ -113,6 +113,7 @@ def test_slow_senders_and_slow_readers_do_not_hold_up_other_clients(
     unloaded = index_pages()
     stop = threading.Event()
     sockets: list[socket.socket] = []
+    reading: list[socket.socket] = []
 
     def slow_sender() -> None:  # sends its request line a byte every 100 ms
         conn = socket.create_connection((url.hostname, url.port), timeout=30)
@@ -130,6 +131,8 @@ def test_slow_senders_and_slow_readers_do_not_hold_up_other_clients(
         auth = wire.basic(token)["Authorization"]
         conn.sendall(f"GET {url.path}/packages/big_one-1.0.0-py3-none-any.whl HTTP/1.1\r\n"
                      f"Host: {url.netloc}\r\nAuthorization: {auth}\r\n\r\n".encode())  # fmt: skip
+        if conn.recv(1024):
+            reading.append(conn)  # the proxy is streaming the file to it
         while not stop.is_set() and conn.recv(1024):
             time.sleep(0.1)
 
@@ -138,7 +141,11 @@ def test_slow_senders_and_slow_readers_do_not_hold_up_other_clients(
     for thread in threads:
         thread.start()
     try:
-        settled(lambda: len(sockets) == len(threads), 20, "every slow client connected")
+        settled(
+            lambda: len(sockets) == len(threads) and len(reading) == 10,
+            20,
+            "every slow client connected, and every slow reader being sent its file",
+        )
         loaded = index_pages()
     finally:
         stop.set()

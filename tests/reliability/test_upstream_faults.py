@@ -143,8 +143,8 @@ def test_other_connectors_are_served_normally_during_stalls(
         thread.start()
     try:
         settled(
-            lambda: any(s.path == "/files/stall.whl" for s in registry.seen[asked:]),
-            10,
+            lambda: sum(s.path == "/files/stall.whl" for s in registry.seen[asked:]) >= 20,
+            20,
             "the stalls reaching the registry",
         )
         during = ten_index_pages()
