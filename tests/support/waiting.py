@@ -5,6 +5,7 @@ A fixed sleep is a test that is either slow or flaky; this asks often and gives 
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 import subprocess
 import time
@@ -97,3 +98,12 @@ def answers(url: str, context: ssl.SSLContext | None = None) -> bool:
             return True
     except urllib.error.HTTPError:
         return True
+
+
+async def until(check: Callable[[], bool], seconds: float = 5) -> None:
+    """`eventually` inside an event loop: let other tasks run until `check()` is true."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while not check():
+        assert loop.time() < deadline, f"not within {seconds:g}s"
+        await asyncio.sleep(0.001)

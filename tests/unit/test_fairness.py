@@ -10,6 +10,7 @@ import pytest
 
 from connectors.api.errors import Overloaded
 from connectors.proxy.fairness import ByteBudget, FairnessSettings, Shares
+from tests.support.waiting import until
 
 SMALL = FairnessSettings(
     requests_per_connector=2,
@@ -30,8 +31,8 @@ async def test_a_connector_waits_beyond_its_share_and_the_namespace_caps_its_con
     shares, release = Shares(SMALL), asyncio.Event()
     holders = [asyncio.create_task(hold(shares, "ns", "a", release)) for _ in range(2)]
     holders.append(asyncio.create_task(hold(shares, "ns", "b", release)))
-    await asyncio.sleep(0.01)
-    assert (shares.in_flight("ns"), shares.in_flight("ns", "a")) == (3, 2)
+    await until(lambda: shares.in_flight("ns") == 3)
+    assert shares.in_flight("ns", "a") == 2
     with pytest.raises(Overloaded, match="connector ns/b is using its whole share"):
         async with shares.request_slot("ns", "b"):
             pass  # the namespace's 3 are taken: waits 0.5 s, then 503
@@ -44,10 +45,9 @@ async def test_a_connector_waits_beyond_its_share_and_the_namespace_caps_its_con
 
 async def test_past_the_waiting_room_a_request_is_refused_at_once():
     shares, release = Shares(SMALL), asyncio.Event()
-    holders = [asyncio.create_task(hold(shares, "ns", "a", release)) for _ in range(3)]
-    await asyncio.sleep(0.01)  # 2 hold slots, 1 waits (waiting room: 1 x 2 connector slots)
-    holders.append(asyncio.create_task(hold(shares, "ns", "a", release)))
-    await asyncio.sleep(0.01)
+    holders = [asyncio.create_task(hold(shares, "ns", "a", release)) for _ in range(4)]
+    # 2 hold slots, 2 wait: the waiting room is 1 x 2 connector slots, now full.
+    await until(lambda: (shares.in_flight("ns", "a"), shares.waiting("ns", "a")) == (2, 2))
     started = asyncio.get_running_loop().time()
     with pytest.raises(Overloaded):
         async with shares.request_slot("ns", "a"):
@@ -66,14 +66,15 @@ async def test_a_freed_slot_reaches_a_waiter_of_another_connector():
     release_a, release_b = asyncio.Event(), asyncio.Event()
     a = [asyncio.create_task(hold(shares, "ns", "a", release_a)) for _ in range(2)]
     b = [asyncio.create_task(hold(shares, "ns", "b", release_b))]
-    await asyncio.sleep(0.01)
+    await until(lambda: shares.in_flight("ns") == 3)
     a_waiting = [asyncio.create_task(hold(shares, "ns", "a", release_a)) for _ in range(3)]
-    await asyncio.sleep(0.01)
+    await until(lambda: shares.waiting("ns", "a") == 3)
     b_waiting = asyncio.create_task(hold(shares, "ns", "b", release_b))
-    await asyncio.sleep(0.01)
+    await until(lambda: shares.waiting("ns", "b") == 1)
     release_b.set()  # frees a namespace slot, which only the "b" waiter can take
-    await asyncio.sleep(0.05)
-    assert b_waiting.done() and b_waiting.exception() is None
+    # Woken at once; a lost wake-up would end only with the 2 s queue timeout, in a 503.
+    await until(b_waiting.done, 1)
+    assert b_waiting.exception() is None
     release_a.set()
     await asyncio.gather(*a, *b, *a_waiting, b_waiting)
 

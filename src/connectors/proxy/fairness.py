@@ -56,7 +56,12 @@ class Shares:
         self._freed = asyncio.Condition()
 
     def in_flight(self, *key: str) -> int:
+        """Slots held under (namespace) or (namespace, connector)."""
         return self._used.get(key, 0)
+
+    def waiting(self, *key: str) -> int:
+        """Requests waiting for a slot under (namespace) or (namespace, connector)."""
+        return self._waiting.get(key, 0)
 
     def request_slot(
         self, namespace: str, name: str
