@@ -3,6 +3,8 @@ the proxy, and the right Ready reason on the connector, against a real pypiserve
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 
 import jwt
@@ -13,6 +15,7 @@ from connectors.auth.keys import KeyRing
 from connectors.standalone.localregistry import LocalRegistry, free_port
 from tests.support import wire
 from tests.support.standalone import Standalone, connector_manifest, secret_manifest
+from tests.support.testcluster import ca_certificate_pem
 from tests.support.waiting import settled
 
 NS = "refusals"
@@ -153,6 +156,42 @@ def test_missing_secret_is_secret_not_found_and_503(
         headers=wire.basic(standalone.token(NS, "nosecret")),
     )
     assert reply.status == 503
+
+
+def test_a_ca_bundle_missing_or_unusable_is_ready_false_and_503_never_500(
+    standalone: Standalone, pypi_registry: LocalRegistry
+):
+    manifest = json.loads(connector_manifest("private-ca", pypi_registry.url))
+    manifest["spec"]["caCertSecretRef"] = {"name": "registry-ca"}
+    secret = secret_manifest("registry-secret", pypi_registry.username, pypi_registry.password)
+    url = standalone.connector_url(NS, "private-ca") + "/simple/"
+
+    def answer() -> wire.Reply:
+        return wire.request("GET", url, headers=wire.basic(standalone.token(NS, "private-ca")))
+
+    def with_ca(ca_crt: bytes | None) -> None:
+        documents = [secret, json.dumps(manifest)]
+        if ca_crt is not None:
+            data = {"ca.crt": base64.b64encode(ca_crt).decode()}
+            ca_secret = {"apiVersion": "v1", "kind": "Secret",
+                         "metadata": {"name": "registry-ca"}, "data": data}  # fmt: skip
+            documents.append(json.dumps(ca_secret))
+        standalone.write(NS, "private-ca.yaml", *documents)
+
+    with_ca(None)
+    ready = standalone.wait_ready(NS, "private-ca", status="False", reason="CACertNotFound")
+    assert "registry-ca" in ready["message"]
+    assert answer().status == 503
+    # A tenant's CA Secret is untrusted input: one that holds no certificate is named as
+    # such, and the proxy refuses that connector cleanly.
+    with_ca(b"-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n")
+    ready = standalone.wait_ready(NS, "private-ca", status="False", reason="InvalidPEM")
+    assert "ca.crt" in ready["message"]
+    refused = answer()
+    assert refused.status == 503 and b"ca.crt" in refused.body
+    with_ca(ca_certificate_pem("registry private CA"))
+    standalone.wait_ready(NS, "private-ca")
+    assert answer().status == 200
 
 
 def test_unknown_class_is_connector_class_not_found(

@@ -129,6 +129,14 @@ def _name(common: str, organization: str | None = None) -> x509.Name:
     return x509.Name(parts)
 
 
+def ca_certificate_pem(common_name: str) -> bytes:
+    """A fresh self-signed CA certificate, PEM: what a private registry's CA bundle holds."""
+    key = _key()
+    return _certificate(_name(common_name), key, None, ca=True).public_bytes(
+        serialization.Encoding.PEM
+    )
+
+
 def write_pki(directory: Path, node: NodeAccess | None = None) -> None:
     """A CA, the API server's serving certificate, an admin client certificate, and the
     service-account signing key pair; for a node, also the API server's client certificate

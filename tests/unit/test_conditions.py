@@ -5,6 +5,7 @@ from __future__ import annotations
 from connectors.api.conditions import ConditionType, Reason, Status
 from connectors.reconcile import evaluate
 from connectors.reconcile.evaluate import ProbeOutcome
+from connectors.registry.access import CredentialsProblem
 
 
 def test_ready_is_true_only_when_every_dependency_is():
@@ -14,14 +15,18 @@ def test_ready_is_true_only_when_every_dependency_is():
         evaluate.liveness_condition(ProbeOutcome(url="u", status=401)),
         evaluate.auth_condition(ProbeOutcome(url="u", status=200)),
         evaluate.proxy_condition("http://proxy", ""),
+        evaluate.ca_condition(None),
     )
     assert evaluate.ready_condition(healthy).status is Status.TRUE
+    # The proxy refuses a connector whose CA bundle is missing, so Ready must say so.
+    missing_ca = CredentialsProblem(Reason.CA_CERT_NOT_FOUND, "secret registry-ca not found")
     failing = (
         evaluate.class_condition("pypi", False),
         evaluate.not_checked(ConditionType.SECRET_READY, "no Secret"),
         evaluate.liveness_condition(ProbeOutcome(url="u", status=503)),
         evaluate.auth_condition(ProbeOutcome(url="u", status=401)),
         evaluate.proxy_condition(None, "no proxy"),
+        evaluate.ca_condition(missing_ca),
     )
     for index, broken in enumerate(failing):
         one_broken = (*healthy[:index], broken, *healthy[index + 1 :])

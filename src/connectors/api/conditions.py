@@ -32,6 +32,7 @@ class Reason(enum.StrEnum):
     NON_AUTH_PROBE = "NonAuthProbe"
     PROXY_SERVICE_NOT_FOUND = "ProxyServiceNotFound"
     CA_CERT_NOT_FOUND = "CACertNotFound"
+    INVALID_PEM = "InvalidPEM"  # Alauda's name: ca.crt holds no usable certificate
     NOT_CHECKED = "NotChecked"
     UNSUPPORTED_FEATURE = "UnsupportedFeature"
     UNCOVERED_LINKS = "UncoveredLinks"
@@ -42,10 +43,12 @@ class Reason(enum.StrEnum):
     ANONYMOUS_READ = "AnonymousRead"
 
 
-# The order in which Ready looks for the first failing condition.
+# The order in which Ready looks for the first failing condition. CACertReady (present
+# only with a caCertSecretRef) counts: the proxy will not serve without the bundle asked for.
 READY_DEPENDS_ON: tuple[ConditionType, ...] = (
     ConditionType.CONNECTOR_CLASS_READY,
     ConditionType.SECRET_READY,
+    ConditionType.CA_CERT_READY,
     ConditionType.LIVENESS_READY,
     ConditionType.AUTH_READY,
     ConditionType.PROXY_SERVICE_READY,

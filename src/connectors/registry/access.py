@@ -145,7 +145,15 @@ def ca_bundle_for(connector: Connector, snapshot: Snapshot) -> bytes | Credentia
             Reason.CA_CERT_NOT_FOUND,
             f"Secret {ref.name} with key ca.crt not found in namespace {connector.namespace}",
         )
-    return secret.data["ca.crt"]
+    bundle = secret.data["ca.crt"]
+    try:
+        ssl_context(bundle)  # a tenant's Secret: refused here, never while serving
+    except (ssl.SSLError, ValueError):
+        return CredentialsProblem(
+            Reason.INVALID_PEM,
+            f"Secret {ref.name} key ca.crt holds no usable PEM CA certificate",
+        )
+    return bundle
 
 
 @functools.lru_cache(maxsize=64)
