@@ -8,16 +8,15 @@ from importlib import resources
 from connectors.api import manifests
 from connectors.api.resources import ConnectorClass
 
-_FILES = ("pypi.yaml",)
+NAMES = ("pypi",)  # each is <name>.yaml beside this module
 
 
 @functools.cache
 def builtin_classes() -> tuple[ConnectorClass, ...]:
     """Every built-in ConnectorClass, parsed once."""
     found: list[ConnectorClass] = []
-    for name in _FILES:
-        text = resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
-        for resource in manifests.parse_text(text, source=f"built-in {name}"):
+    for name in NAMES:
+        for resource in manifests.parse_text(builtin_manifest(name), source=f"built-in {name}"):
             if isinstance(resource, ConnectorClass):
                 found.append(resource)
     return tuple(found)

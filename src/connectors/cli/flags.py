@@ -116,10 +116,18 @@ def parse_size(text: str) -> int:
     return int(value * _SIZE_UNITS[unit])
 
 
+def size_text(size: int) -> str:
+    """A size as a flag takes it: whole GiB or MiB where it is one."""
+    for unit in ("g", "m", "k"):
+        if size and size % _SIZE_UNITS[unit] == 0:
+            return f"{size // _SIZE_UNITS[unit]}{unit.upper()}iB"
+    return str(size)
+
+
 def add_cache(parser: argparse.ArgumentParser, *, default_dir: str) -> None:
     parser.add_argument(
         "--cache-size",
-        default="2GiB",
+        default=size_text(filecache.CacheSettings.max_bytes),
         help="bound of the cache of package files, e.g. 500MiB or 2GiB; 0 turns it off "
         "(default %(default)s)",
     )

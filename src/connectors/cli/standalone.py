@@ -27,7 +27,11 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> di
     """The standalone commands' parsers; their handlers by name."""
     serve = sub.add_parser("serve", help="run the standalone server (store, proxy, issuer)")
     flags.add_place(serve)
-    serve.add_argument("--listen", default="127.0.0.1:8080", help="HOST:PORT (port 0: any)")
+    serve.add_argument(
+        "--listen",
+        default=f"{server.ServeSettings.host}:{server.ServeSettings.port}",
+        help="HOST:PORT (port 0: any)",
+    )
     serve.add_argument(
         "--advertise-url", default=None, help="base URL clients use (default http://HOST:PORT)"
     )

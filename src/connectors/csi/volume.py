@@ -41,7 +41,7 @@ MAX_CONNECTORS = 16  # a mount renders every one's files: bounded work per Pod
 MAX_PARAMS_BYTES = 16 * 1024
 DEFAULT_TOKEN_SECONDS = tokens.DEFAULT_TTL_SECONDS  # Alauda's documented 30m
 MIN_TOKEN_SECONDS = 10 * 60  # the API server's own minimum for a TokenRequest
-MAX_TOKEN_SECONDS = 24 * 60 * 60
+MAX_TOKEN_SECONDS = tokens.MAX_TTL_SECONDS  # Alauda's documented 24h
 
 
 class InvalidVolume(VolumeError, ValueError):

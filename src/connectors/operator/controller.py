@@ -23,7 +23,7 @@ from typing import Any
 import aiohttp
 
 from connectors.api.conditions import ConditionType, Status
-from connectors.api.errors import ApiError, ApiUnavailable
+from connectors.api.errors import ApiError, ApiUnavailable, ConnectorsError
 from connectors.api.resources import API_VERSION, Connector, ConnectorStatus
 from connectors.kube import events
 from connectors.kube.client import KubeClient, resource_path
@@ -147,8 +147,11 @@ class ConnectorController:
             await self.reconcile_one(key)
         except (ApiError, ApiUnavailable) as exc:
             return Outcome.RETRY, str(exc)
-        except Exception as exc:
+        except ConnectorsError as exc:
             log.error("connector %s/%s: reconcile failed: %s", *key, describe(exc))
+            return Outcome.TERMINAL, describe(exc)
+        except Exception as exc:  # a bug: one connector's, and its traceback says where
+            log.exception("connector %s/%s: reconcile failed: %s", *key, describe(exc))
             return Outcome.TERMINAL, describe(exc)
         return Outcome.SUCCEEDED, ""
 
@@ -170,9 +173,7 @@ class ConnectorController:
         )
         if status.to_dict() == connector.status.to_dict():
             return
-        path = resource_path(
-            "connectors.alauda.io/v1alpha1", "Connector", name=key[1], namespace=key[0]
-        )
+        path = resource_path(API_VERSION, "Connector", name=key[1], namespace=key[0])
         try:
             await self.kube.request(
                 "PATCH",

@@ -40,7 +40,7 @@ def default_identity() -> str:
 
 
 async def install_builtin_classes(kube: KubeClient) -> None:
-    for name in ("pypi",):
+    for name in builtin.NAMES:
         for document in yaml.safe_load_all(builtin.builtin_manifest(name)):
             await kube.apply(document, field_manager=FIELD_MANAGER)
             log.info("installed ConnectorClass %s", document["metadata"]["name"])

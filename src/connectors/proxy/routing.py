@@ -18,7 +18,10 @@ _LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
 _HOST = re.compile(
     rf"^{re.escape(addresses.SERVICE_PREFIX)}(?P<name>{_LABEL})\.(?P<ns>{_LABEL})(\.svc(\.[a-z0-9.-]+)?)?\.?(:\d{{1,5}})?$"
 )
-_PATH = re.compile(rf"^/namespaces/(?P<ns>{_LABEL})/connectors/(?P<name>{_LABEL})(?P<rest>/.*)?$")
+# The path form read back: addresses.path_form with a pattern in each place.
+_PATH = re.compile(
+    "^" + addresses.path_form(f"(?P<ns>{_LABEL})", f"(?P<name>{_LABEL})") + "(?P<rest>/.*)?$"
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,7 +36,7 @@ def route(host: str | None, path: str) -> Route | None:
     """The connector a request addresses, or None when it names none."""
     match = _PATH.match(path)
     if match:
-        base = f"/namespaces/{match['ns']}/connectors/{match['name']}"
+        base = addresses.path_form(match["ns"], match["name"])
         return Route(match["ns"], match["name"], base, match["rest"] or "/")
     match = _HOST.match((host or "").lower())
     if match:
