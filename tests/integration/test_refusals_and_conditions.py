@@ -161,9 +161,11 @@ def test_missing_secret_is_secret_not_found_and_503(
 def test_a_ca_bundle_missing_or_unusable_is_ready_false_and_503_never_500(
     standalone: Standalone, pypi_registry: LocalRegistry
 ):
-    manifest = json.loads(connector_manifest("private-ca", pypi_registry.url))
+    manifest = json.loads(
+        connector_manifest("private-ca", pypi_registry.url, secret="private-ca-secret")
+    )
     manifest["spec"]["caCertSecretRef"] = {"name": "registry-ca"}
-    secret = secret_manifest("registry-secret", pypi_registry.username, pypi_registry.password)
+    secret = secret_manifest("private-ca-secret", pypi_registry.username, pypi_registry.password)
     url = standalone.connector_url(NS, "private-ca") + "/simple/"
 
     def answer() -> wire.Reply:

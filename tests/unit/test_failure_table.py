@@ -11,7 +11,13 @@ import aiohttp
 import pytest
 from aiohttp.client_reqrep import ConnectionKey
 
-from connectors.api.errors import Overloaded, RegistryDataError
+from connectors.api.errors import (
+    DigestMismatch,
+    Overloaded,
+    RegistryDataError,
+    RegistryRefused,
+    RegistryTruncated,
+)
 from connectors.proxy.forwarding import ForwardSettings, explain_failure
 
 REGISTRY = "https://robot:registry-password@registry.example:8443/simple/"
@@ -30,6 +36,11 @@ def _refused() -> aiohttp.ClientConnectorError:
     [
         (Overloaded("namespace ns holds its share of connections"), "busy", 503),
         (RegistryDataError("the index page is not HTML"), "malformed", 502),
+        # The registry refusing the connector's own credentials is the registry's failure:
+        # never a 401, which would send the client after its own (good) token.
+        (RegistryRefused(), "refused", 502),
+        (RegistryTruncated(), "truncated", 502),
+        (DigestMismatch(), "mismatch", 502),
         (_refused(), "connect", 502),
         # aiohttp's timeouts are also ClientErrors: the timeout row must win.
         (aiohttp.ServerTimeoutError("read"), "timeout", 504),
@@ -61,6 +72,11 @@ def test_an_unreachable_registry_is_named_by_its_origin_and_the_condition_to_rea
 def test_a_timeout_names_every_limit_the_client_could_have_hit():
     _, message = explain_failure(aiohttp.ServerTimeoutError(), "ns/c", REGISTRY, SETTINGS)
     assert "connect 3s, first byte 20s, silence 7.5s" in message
+
+
+def test_refused_credentials_point_at_the_condition_that_explains_them():
+    _, message = explain_failure(RegistryRefused(), "ns/c", REGISTRY, SETTINGS)
+    assert "refused the connector's credentials" in message and "AuthReady" in message
 
 
 def test_a_malformed_answer_says_what_was_wrong():

@@ -8,6 +8,9 @@
     ├── AuthUnavailable          the token authority cannot be reached (fail closed)
     ├── TemplateError            a configuration template failed to render
     ├── RegistryDataError        a registry's answer cannot be used (malformed, too large)
+    │   ├── RegistryRefused      it refused the connector's own credentials
+    │   ├── RegistryTruncated    it ended a body before its declared length
+    │   └── DigestMismatch       a file's bytes are not the sha256 its index advertised
     ├── Overloaded               a tenant's share of the shared proxy is in use: retry later
     ├── StateError               local state (keys, server address, kubeconfig) is missing or bad
     ├── UsageError               a command-line setting cannot be used (size, HOST:PORT, endpoint)
@@ -76,6 +79,19 @@ class TemplateError(ConnectorsError):
 class RegistryDataError(ConnectorsError):
     """A registry sent something the proxy cannot use: a malformed or oversized index page,
     an encoding it cannot undo. The registry's failure, so clients get 502."""
+
+
+class RegistryRefused(RegistryDataError):
+    """The registry answered 401 to the connector's own credentials: the client's token was
+    fine, so the client is not challenged."""
+
+
+class RegistryTruncated(RegistryDataError):
+    """The registry's body ended before its declared length, before any of it was sent."""
+
+
+class DigestMismatch(RegistryDataError):
+    """A file's bytes do not hash to the sha256 its index page advertised."""
 
 
 class Overloaded(ConnectorsError):

@@ -27,6 +27,7 @@ from typing import BinaryIO
 import aiohttp
 from aiohttp import web
 
+from connectors.api.errors import DigestMismatch, RegistryDataError, RegistryTruncated
 from connectors.proxy import headers as header_policy
 from connectors.proxy import sending
 from connectors.proxy.filecache import FileCache, Fill, Key
@@ -155,17 +156,11 @@ async def relayed(
             )
             if served is not None:
                 return served
-        request[sending.UPSTREAM_ERROR] = "malformed"
-        return sending.error_response(
-            502, "the registry said a file is unchanged that the proxy no longer holds"
-        )
+        raise RegistryDataError("it said a file is unchanged that the proxy no longer holds")
     if not 200 <= upstream.status < 300:
         return None
     if upstream.status != 200:
-        request[sending.UPSTREAM_ERROR] = "malformed"
-        return sending.error_response(
-            502, f"the registry answered HTTP {upstream.status} for a whole file"
-        )
+        raise RegistryDataError(f"it answered HTTP {upstream.status} for a whole file")
     had_entry = files.lookup(key) is not None
     fill.begin(upstream.content_length, header_policy.validators(upstream.headers))
     request[CACHE_RESULT] = "miss" if fill.keeps else "refetch" if had_entry else "bypass"
@@ -197,16 +192,11 @@ async def _checked(
     if length is not None and length <= whole_body_bytes:
         try:
             body = await upstream.read()
-        except aiohttp.ClientPayloadError:
-            request[sending.UPSTREAM_ERROR] = "truncated"
-            return sending.error_response(
-                502, "the registry's answer ended before its declared length"
-            )
+        except aiohttp.ClientPayloadError as exc:
+            raise RegistryTruncated() from exc
         fill.write(body)
         if not _ended_well(request, fill):
-            return sending.error_response(
-                502, "the registry sent a file whose sha256 is not the one its index advertised"
-            )
+            raise DigestMismatch()
         whole = web.Response(status=200, body=body, headers=headers)
         return await sending.send_whole(request, whole, len(body), idle_timeout_seconds)
     response = web.StreamResponse(status=200, headers=headers)

@@ -7,8 +7,10 @@ by allowlist in both directions: the registry sees what a package client needs p
 the proxy sets (the connector's credentials, only on the connector's own host), and the
 client sees what it needs back, never the registry's cookies or authentication challenges.
 
-Every way the registry can fail maps to one response in `FAILURES`: the registry's
-failures are 502 or 504 naming the connector, never a 500.
+Every way the registry can fail before the client has a byte maps to one response in
+`FAILURES`, raised from wherever it is found: 502 or 504 naming the connector, never a 500.
+Once the answer has begun, a failure can only close the client's connection, so a cut-short
+body never looks complete.
 """
 
 from __future__ import annotations
@@ -23,7 +25,13 @@ import yarl
 from aiohttp import web
 
 from connectors.api import addresses
-from connectors.api.errors import Overloaded, RegistryDataError
+from connectors.api.errors import (
+    DigestMismatch,
+    Overloaded,
+    RegistryDataError,
+    RegistryRefused,
+    RegistryTruncated,
+)
 from connectors.proxy import cachedfiles, pages, sending, splice
 from connectors.proxy import headers as header_policy
 from connectors.proxy.fairness import ByteBudget, FairnessSettings, Shares
@@ -119,6 +127,33 @@ class Failure:
 # are ClientErrors too).
 FAILURES: tuple[tuple[type[BaseException], Failure], ...] = (
     (Overloaded, Failure("busy", 503, "{error}")),
+    (
+        RegistryRefused,
+        Failure(
+            "refused",
+            502,
+            "the registry of connector {where} refused the connector's credentials; "
+            "its AuthReady condition says more",
+        ),
+    ),
+    (
+        RegistryTruncated,
+        Failure(
+            "truncated",
+            502,
+            "the registry of connector {where} sent an answer that ended before its "
+            "declared length",
+        ),
+    ),
+    (
+        DigestMismatch,
+        Failure(
+            "mismatch",
+            502,
+            "the registry of connector {where} sent a file whose sha256 is not the one "
+            "its index advertised",
+        ),
+    ),
     (
         RegistryDataError,
         Failure(
@@ -286,13 +321,7 @@ async def _exchange(
         )
     try:
         if upstream.status == 401 and destination.credentialed:
-            request[UPSTREAM_ERROR] = "refused"
-            where = f"{target.connector.namespace}/{target.connector.name}"
-            return error_response(
-                502,
-                f"the registry of connector {where} refused the connector's "
-                "credentials; its AuthReady condition says more",
-            )
+            raise RegistryRefused()
         if not 200 <= upstream.status <= 599:
             raise RegistryDataError(f"an answer with HTTP status {upstream.status}")
         if fill is not None:
@@ -386,9 +415,8 @@ async def _whole(
     """Nothing has reached the client yet, so a body cut short becomes a plain 502."""
     try:
         body = await upstream.read()
-    except aiohttp.ClientPayloadError:
-        request[UPSTREAM_ERROR] = "truncated"
-        return error_response(502, "the registry's answer ended before its declared length")
+    except aiohttp.ClientPayloadError as exc:
+        raise RegistryTruncated() from exc
     response = web.Response(
         status=upstream.status, reason=upstream.reason, body=body, headers=headers
     )
