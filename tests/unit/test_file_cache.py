@@ -140,34 +140,43 @@ def test_an_entry_is_current_only_while_a_confirmed_page_names_it(tmp_path: Path
     cache = cache_in(tmp_path, clock=clock)
     key = (SCOPE, "ab" * 32)
     page = "https://registry.example/simple/a/"
-    assert not cache.is_current("ns", key)
-    cache.named("ns", SCOPE, [key[1]], cache.page_naming(SCOPE, page, changed=True))
-    assert cache.is_current("ns", key)
-    assert not cache.is_current("ns", ("ab" * 16, key[1]))  # another scope
-    assert not cache.is_current("other", key)
+    assert not cache.currency.is_current("ns", key)
+    cache.currency.named(
+        "ns", SCOPE, [key[1]], cache.currency.page_naming(SCOPE, page, changed=True)
+    )
+    assert cache.currency.is_current("ns", key)
+    assert not cache.currency.is_current("ns", ("ab" * 16, key[1]))  # another scope
+    assert not cache.currency.is_current("other", key)
     clock.now += 61
-    assert not cache.is_current("ns", key)
-    cache.page_naming(SCOPE, page, changed=False)  # the registry confirmed the page again
-    assert cache.is_current("ns", key)
-    cache.page_naming(SCOPE, page, changed=True)  # the page changed: what it named is not
-    assert not cache.is_current("ns", key)
-    cache.named("ns", SCOPE, [key[1]], cache.page_naming(SCOPE, page, changed=False))
-    assert cache.is_current("ns", key)
-    cache.page_gone(SCOPE, page)  # the registry answered 404 for the page
-    assert not cache.is_current("ns", key)
+    assert not cache.currency.is_current("ns", key)
+    cache.currency.page_naming(SCOPE, page, changed=False)  # the registry confirmed the page again
+    assert cache.currency.is_current("ns", key)
+    cache.currency.page_naming(SCOPE, page, changed=True)  # the page changed: what it named is not
+    assert not cache.currency.is_current("ns", key)
+    cache.currency.named(
+        "ns", SCOPE, [key[1]], cache.currency.page_naming(SCOPE, page, changed=False)
+    )
+    assert cache.currency.is_current("ns", key)
+    cache.currency.page_gone(SCOPE, page)  # the registry answered 404 for the page
+    assert not cache.currency.is_current("ns", key)
 
 
 def test_one_namespace_naming_many_files_does_not_make_anothers_stale(tmp_path: Path):
     cache = cache_in(tmp_path)
     mine = (SCOPE, "ab" * 32)
-    cache.named("victim", SCOPE, [mine[1]], cache.page_naming(SCOPE, "p", changed=True))
+    cache.currency.named(
+        "victim", SCOPE, [mine[1]], cache.currency.page_naming(SCOPE, "p", changed=True)
+    )
     attacker = filecache.scope_of("attacker", "c", "https://evil.example", "")
     for page in range(30):  # 300,000 names, past every bound
         hashes = [hashlib.sha256(f"{page}/{n}".encode()).hexdigest() for n in range(10_000)]
-        cache.named(
-            "attacker", attacker, hashes, cache.page_naming(attacker, f"{page}", changed=True)
+        cache.currency.named(
+            "attacker",
+            attacker,
+            hashes,
+            cache.currency.page_naming(attacker, f"{page}", changed=True),
         )
-    assert cache.is_current("victim", mine)
+    assert cache.currency.is_current("victim", mine)
 
 
 def test_one_fill_at_a_time_and_waiters_are_woken_when_it_ends(tmp_path: Path):

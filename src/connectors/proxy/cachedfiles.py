@@ -69,7 +69,7 @@ async def from_cache(
         entry = files.lookup(key)
         if (
             entry is not None
-            and (confirmed or files.is_current(namespace, key))
+            and (confirmed or files.currency.is_current(namespace, key))
             and await files.verified(key)
         ):
             served = await _serve(

@@ -12,17 +12,16 @@ What makes a cached file safe to serve:
   before it is first served (power loss can leave a renamed file without its bytes, and
   fsync on every fill would cost more than hashing on first use).
 - **Currency.** An entry is served without asking the registry only while an index page of
-  the same connector that names its hash was confirmed by the registry (fetched, or
-  revalidated) within `fresh_seconds`; a page that changes or disappears retires what it
-  named at once. Otherwise the registry is asked about the file itself (conditionally, with
-  the validators it gave when the file was fetched), once for all requests waiting on it.
+  the same connector that names its hash was confirmed by the registry within
+  `fresh_seconds` (`currency.py`). Otherwise the registry is asked about the file itself
+  (conditionally, with the validators it gave when the file was fetched), once for all
+  requests waiting on it.
 - **Bounds.** Committed files take at most three quarters of `max_bytes`, least recently
   used first out, and only a verified fill evicts anything; files being filled reserve
   their size from the last quarter, so the disk never holds more than `max_bytes` and a
   fill with a wrong hash costs nobody their entries. A file larger than that quarter is
-  never kept. The hashes pages named are remembered per namespace (`_MAX_NAMED_PER_NAMESPACE`,
-  and in all `_MAX_NAMED`, the largest namespace giving way first), so one tenant's pages
-  cannot make everyone else's files stale.
+  never kept. What pages named is bounded per namespace and in all (`currency`), so one
+  tenant's pages cannot make everyone else's files stale.
 """
 
 from __future__ import annotations
@@ -32,16 +31,17 @@ import contextlib
 import dataclasses
 import hashlib
 import logging
-import math
 import os
 import re
 import secrets
 import shutil
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
+
+from connectors.proxy import currency
 
 log = logging.getLogger(__name__)
 
@@ -49,16 +49,8 @@ _LAYOUT = "v1"  # a directory per layout version: a later one never misreads thi
 _TEMPORARY = "filling"
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _SCOPE_HEX = re.compile(r"[0-9a-f]{32}")
-# How many hashes the proxy remembers as named by pages (about 200 bytes each): in all, per
-# namespace, and per page (its last links: registries list the newest releases last). Past
-# these the oldest are forgotten, and their files are revalidated with the registry.
-_MAX_NAMED = 200_000
-_MAX_NAMED_PER_NAMESPACE = 50_000
-_NAMED_TRIM = 1_000  # names dropped at once from the largest namespace when all are full
-MAX_NAMED_PER_PAGE = 10_000
-_MAX_PAGES = 50_000  # pages whose naming is remembered
 
-Key = tuple[str, str]  # (scope, sha256 hex)
+Key = currency.Key
 
 
 def scope_of(namespace: str, name: str, address: str, credentials: str) -> str:
@@ -76,22 +68,6 @@ class CacheSettings:
     @property
     def enabled(self) -> bool:
         return self.directory is not None and self.max_bytes > 0
-
-
-class Naming:
-    """The hashes one index page named, and when the registry last confirmed that page."""
-
-    __slots__ = ("confirmed_at",)
-
-    def __init__(self, now: float) -> None:
-        self.confirmed_at = now
-
-    def confirm(self, now: float) -> None:
-        self.confirmed_at = now
-
-    def retire(self) -> None:
-        """The page changed or went: nothing it named is current any more."""
-        self.confirmed_at = -math.inf
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,18 +188,13 @@ class FileCache:
         self.fill_reserve = settings.max_bytes // 4
         self.max_file_bytes = self.fill_reserve
         self.committed_limit = settings.max_bytes - self.fill_reserve
-        self.fresh_seconds = settings.fresh_seconds
         self._now = clock
         self._entries: OrderedDict[Key, _Entry] = OrderedDict()
         self._bytes = 0
         self._reserved = 0
         self._fills: dict[Key, Fill] = {}
-        # Per namespace, by the scope's and the hash's bytes: compact, and made in one
-        # burst when a page is rewritten, never interleaved with the rewrite's passing
-        # objects, which a hostile page makes by the hundred thousand.
-        self._named: dict[str, OrderedDict[bytes, Naming]] = {}
-        self._named_count = 0
-        self._pages: OrderedDict[tuple[str, str], Naming] = OrderedDict()
+        # Which entries may be served without asking the registry.
+        self.currency = currency.Currency(settings.fresh_seconds, clock)
         self._open()
 
     # --- the disk -------------------------------------------------------------------------
@@ -291,55 +262,6 @@ class FileCache:
             with contextlib.suppress(OSError):
                 self.path(key).unlink()
 
-    # --- currency -------------------------------------------------------------------------
-
-    def page_naming(self, scope: str, page_url: str, *, changed: bool) -> Naming:
-        """The naming of one registry page, confirmed now. A page whose content `changed`
-        retires what its previous version named and starts a new naming."""
-        key = (scope, page_url)
-        naming = self._pages.get(key)
-        if naming is not None and changed:
-            naming.retire()
-            naming = None
-        if naming is None:
-            naming = self._pages[key] = Naming(self._now())
-        else:
-            naming.confirm(self._now())
-        self._pages.move_to_end(key)
-        while len(self._pages) > _MAX_PAGES:
-            self._pages.popitem(last=False)[1].retire()
-        return naming
-
-    def page_gone(self, scope: str, page_url: str) -> None:
-        """The registry no longer has this page: nothing it named is current."""
-        naming = self._pages.pop((scope, page_url), None)
-        if naming is not None:
-            naming.retire()
-
-    def named(self, namespace: str, scope: str, hashes: Iterable[str], naming: Naming) -> None:
-        """Record that a page, confirmed as `naming` says, names these hashes (only the
-        last MAX_NAMED_PER_PAGE count)."""
-        prefix = bytes.fromhex(scope)
-        mine = self._named.setdefault(namespace, OrderedDict())
-        for sha256 in list(hashes)[-MAX_NAMED_PER_PAGE:]:
-            key = prefix + bytes.fromhex(sha256)
-            if mine.setdefault(key, naming) is not naming:
-                mine[key] = naming
-            else:
-                self._named_count += 1
-            mine.move_to_end(key)
-        self._named_count -= _trim(mine, _MAX_NAMED_PER_NAMESPACE)
-        while self._named_count > _MAX_NAMED:
-            largest = max(self._named.values(), key=len)
-            self._named_count -= _trim(largest, len(largest) - _NAMED_TRIM)
-
-    def is_current(self, namespace: str, key: Key) -> bool:
-        mine = self._named.get(namespace)
-        if mine is None:
-            return False
-        naming = mine.get(bytes.fromhex(key[0]) + bytes.fromhex(key[1]))
-        return naming is not None and self._now() - naming.confirmed_at <= self.fresh_seconds
-
     # --- filling --------------------------------------------------------------------------
 
     def filling(self, key: Key) -> Fill | None:
@@ -404,15 +326,6 @@ class FileCache:
         while self._entries and self._bytes + size > self.committed_limit:
             key, _ = next(iter(self._entries.items()))
             self.forget(key)
-
-
-def _trim(named: OrderedDict[bytes, Naming], keep: int) -> int:
-    """Drop the oldest names past `keep`; how many went."""
-    dropped = 0
-    while len(named) > max(keep, 0):
-        named.popitem(last=False)
-        dropped += 1
-    return dropped
 
 
 def _sha256_of(path: Path) -> str:

@@ -368,7 +368,7 @@ async def _exchange(
             headers = _response_headers(request, upstream, target, client_base)
             return await pages.rewritten(request, upstream, headers, page_context)
         if request.method == "GET" and upstream.status in (404, 410) and resources.files:
-            resources.files.page_gone(target.cache_scope, destination.url)
+            resources.files.currency.page_gone(target.cache_scope, destination.url)
         return await _passed_on(
             request,
             upstream,

@@ -28,7 +28,7 @@ import aiohttp
 from aiohttp import web
 
 from connectors.api.errors import RegistryDataError
-from connectors.proxy import filecache, memory, sending
+from connectors.proxy import currency, memory, sending
 from connectors.proxy import headers as header_policy
 from connectors.proxy.decoding import BoundedDecoder
 from connectors.proxy.fairness import ByteBudget, Holding, Shares
@@ -111,7 +111,9 @@ async def send_known(request: web.Request, page: Page, context: PageContext) -> 
     """Answer from memory after the registry said the page has not changed (304)."""
     context.pages.hits += 1
     if context.files is not None:
-        context.files.page_naming(context.target.cache_scope, context.key[1], changed=False)
+        context.files.currency.page_naming(
+            context.target.cache_scope, context.key[1], changed=False
+        )
     response = web.Response(status=200, body=page.body, headers=page.headers)
     return await sending.send_whole(request, response, len(page.body), context.idle_timeout_seconds)
 
@@ -156,11 +158,11 @@ async def rewritten(
                     known, validators=header_policy.validators(upstream.headers)
                 )
                 if files is not None:
-                    files.page_naming(target.cache_scope, context.key[1], changed=False)
+                    files.currency.page_naming(target.cache_scope, context.key[1], changed=False)
             else:
                 context.pages.misses += 1
                 named: collections.deque[str] = collections.deque(
-                    maxlen=filecache.MAX_NAMED_PER_PAGE
+                    maxlen=currency.MAX_NAMED_PER_PAGE
                 )
 
                 def to_client(url: str, sha256: str | None) -> str | None:
@@ -185,8 +187,10 @@ async def rewritten(
                 )
                 if files is not None:
                     # What the page named before is no longer current; what it names now is.
-                    naming = files.page_naming(target.cache_scope, context.key[1], changed=True)
-                    files.named(namespace, target.cache_scope, named, naming)
+                    naming = files.currency.page_naming(
+                        target.cache_scope, context.key[1], changed=True
+                    )
+                    files.currency.named(namespace, target.cache_scope, named, naming)
             del body
             context.pages.put(context.key, page)
             response = web.Response(
