@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import enum
 import functools
 import logging
 
@@ -286,6 +287,28 @@ def _known_page(
     return key, cache.get(key)
 
 
+class Answer(enum.Enum):
+    """What the proxy does with a registry's answer."""
+
+    PAGE = "page"  # an index page: read, rewritten and remembered
+    REMEMBERED_PAGE = "remembered page"  # the registry's 304 for a page answered from memory
+    GONE = "gone"  # passed on; what the page at this URL named is no longer current
+    PASSED_ON = "passed on"  # streamed to the client as it comes
+
+
+def answer_kind(method: str, status: int, *, rewritable: bool, remembered: bool) -> Answer:
+    """The one decision about an answer (other than a checked file's), from its request
+    method and status, whether its content type is an index page this connector's protocol
+    rewrites, and whether the proxy asked about a page it `remembered`."""
+    if method == "GET" and status == 200 and rewritable:
+        return Answer.PAGE
+    if status == 304 and remembered:
+        return Answer.REMEMBERED_PAGE
+    if method == "GET" and status in (404, 410):
+        return Answer.GONE
+    return Answer.PASSED_ON
+
+
 async def _exchange(
     request: web.Request,
     *,
@@ -324,7 +347,7 @@ async def _exchange(
             raise RegistryRefused()
         if not 200 <= upstream.status <= 599:
             raise RegistryDataError(f"an answer with HTTP status {upstream.status}")
-        if fill is not None:
+        if fill is not None:  # a file with a known hash: fetched whole and checked
             checked = await cachedfiles.relayed(
                 request,
                 upstream,
@@ -344,12 +367,13 @@ async def _exchange(
                 resources=resources,
                 settings=settings,
             )
-        is_page = (
-            request.method == "GET"
-            and upstream.status == 200
-            and target.protocol.is_rewritable(upstream.content_type)
+        kind = answer_kind(
+            request.method,
+            upstream.status,
+            rewritable=target.protocol.is_rewritable(upstream.content_type),
+            remembered=known is not None,
         )
-        if is_page or (upstream.status == 304 and known is not None):
+        if kind in (Answer.PAGE, Answer.REMEMBERED_PAGE):
             page_context = pages.PageContext(
                 target=target,
                 client_base=client_base,
@@ -363,11 +387,11 @@ async def _exchange(
                 large_page_bytes=settings.large_page_bytes,
                 idle_timeout_seconds=settings.idle_timeout_seconds,
             )
-            if not is_page and known is not None:
+            if kind is Answer.REMEMBERED_PAGE and known is not None:
                 return await pages.send_known(request, known, page_context)
             headers = _response_headers(request, upstream, target, client_base)
             return await pages.rewritten(request, upstream, headers, page_context)
-        if request.method == "GET" and upstream.status in (404, 410) and resources.files:
+        if kind is Answer.GONE and resources.files:
             resources.files.currency.page_gone(target.cache_scope, destination.url)
         return await _passed_on(
             request,
