@@ -69,6 +69,13 @@ def test_token_lifetime_outside_the_bounds_is_refused_clearly(served: Standalone
     assert "Traceback" not in result.stderr
 
 
+def test_a_lifetime_that_is_no_duration_is_one_line(served: Standalone):
+    result = cli("token", "mirror", "--ttl", "half an hour", place=served)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: cannot read duration 'half an hour'")
+    assert "Traceback" not in result.stderr
+
+
 def test_render_writes_owner_only_files(served: Standalone, tmp_path: Path):
     result = cli(
         "render", "mirror", "-c", "pipconf", "-c", "pypirc", "-o", str(tmp_path), place=served

@@ -8,7 +8,7 @@ from pathlib import Path
 import jwt
 import pytest
 
-from connectors.api.errors import TokenError
+from connectors.api.errors import TokenError, UsageError
 from connectors.auth import tokens
 from connectors.auth.authenticator import LocalAuthenticator
 from connectors.auth.keys import KeyRing
@@ -100,7 +100,7 @@ def test_durations_read_as_written(text: str, seconds: int):
 
 @pytest.mark.parametrize("text", ["soon", "", "1d", "h", "30m 1h", "-5m", "1h30"])
 def test_an_unreadable_duration_says_which_forms_work(text: str):
-    with pytest.raises(TokenError, match="90s, 30m or 1h30m"):
+    with pytest.raises(UsageError, match="90s, 30m or 1h30m"):
         tokens.parse_duration(text)
 
 

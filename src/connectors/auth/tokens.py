@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 
 import jwt
 
-from connectors.api.errors import TokenError
+from connectors.api.errors import TokenError, UsageError
 from connectors.auth.keys import KeyRing
 
 ISSUER = "connectors-standalone"
@@ -131,6 +131,6 @@ def parse_duration(text: str) -> int:
     if text.isdigit():
         return int(text)
     if not _GO_DURATION.fullmatch(text):
-        raise TokenError(f"cannot read duration {text!r}: use forms like 90s, 30m or 1h30m")
+        raise UsageError(f"cannot read duration {text!r}: use forms like 90s, 30m or 1h30m")
     total = sum(float(number) * _UNIT_SECONDS[unit] for number, unit in _GO_PART.findall(text))
     return int(total)

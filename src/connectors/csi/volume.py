@@ -21,7 +21,7 @@ import dataclasses
 import json
 from collections.abc import Mapping
 
-from connectors.api.errors import TokenError, VolumeError
+from connectors.api.errors import UsageError, VolumeError
 from connectors.auth import tokens
 
 POD_NAME = "csi.storage.k8s.io/pod.name"
@@ -161,7 +161,7 @@ def _token_seconds(context: Mapping[str, str]) -> int | None:
         return None
     try:
         seconds = tokens.parse_duration(text)
-    except TokenError as exc:
+    except UsageError as exc:
         raise InvalidVolume(f"{TOKEN_EXPIRATION}: {exc}") from None
     if not MIN_TOKEN_SECONDS <= seconds <= MAX_TOKEN_SECONDS:
         raise InvalidVolume(f"{TOKEN_EXPIRATION} must be between 10m and 24h, not {text}")
