@@ -199,6 +199,11 @@ def access_review(
     }
 
 
+def service_account_user(namespace: str, name: str) -> str:
+    """The user name the API server gives a ServiceAccount."""
+    return f"{SERVICE_ACCOUNT_PREFIX}{namespace}:{name}"
+
+
 def service_account_groups(namespace: str) -> list[str]:
     """The groups the API server gives every ServiceAccount of `namespace`."""
     return ["system:serviceaccounts", f"system:serviceaccounts:{namespace}", "system:authenticated"]

@@ -55,7 +55,7 @@ async def run(config: ClusterConfig, options: CsiSettings, stop: asyncio.Event) 
             return await minting.request(kube, pod, audiences, seconds)
 
         async def may_use(pod: PodInfo, namespace: str, name: str) -> bool:
-            user = f"system:serviceaccount:{pod.namespace}:{pod.service_account}"
+            user = kubeauth.service_account_user(pod.namespace, pod.service_account)
             groups = kubeauth.service_account_groups(pod.namespace)
             body = kubeauth.access_review(
                 user, groups=groups, uid="", namespace=namespace, name=name, verb="get"
