@@ -304,3 +304,19 @@ def test_deep_json_is_rewritten_but_gives_no_hashes():
     out = pypi_links.rewrite(body, "application/json", "https://x/", mapped)
     assert out == body.replace(b"https://x/a.whl", b"http://p/a")
     assert hashes == [None]
+
+
+@pytest.mark.parametrize(
+    ("params", "segment"),
+    [
+        ({}, "simple"),
+        ({"simplePath": "+simple"}, "+simple"),
+        ({"simplePath": "/pypi/simple/"}, "pypi/simple"),
+        ({"simplePath": "/"}, "simple"),
+        ({"simplePath": ""}, "simple"),
+    ],
+)
+def test_the_index_segment_is_read_one_way_for_the_proxy_and_the_reconciler(params, segment):
+    assert pypi_links.index_segment(params) == segment
+    aliases = dict(pypi_links.path_aliases(params))
+    assert aliases.get("simple", "simple") == segment

@@ -26,7 +26,7 @@ import collections
 import html
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from urllib.parse import urljoin
 
 from connectors.api.errors import RegistryDataError
@@ -305,6 +305,13 @@ def _mapped_json_string(
     return json.dumps(mapped, ensure_ascii=False).encode("utf-8")
 
 
+def index_segment(params: Mapping[str, str]) -> str:
+    """The registry's own path segment for the simple index: the `simplePath` param
+    (devpi: `+simple`), `simple` when it is unset or empty. The proxy's aliases and the
+    reconciler's look at the index both read it here."""
+    return params.get("simplePath", "simple").strip("/") or "simple"
+
+
 def path_aliases(params: dict[str, str]) -> tuple[tuple[str, str], ...]:
     """Client path segments that mean another segment upstream.
 
@@ -312,7 +319,7 @@ def path_aliases(params: dict[str, str]) -> tuple[tuple[str, str], ...]:
     (devpi: `+simple`). Uploads to `/legacy/` (PyPI's upload path) go to the address root,
     where pypiserver, devpi and Nexus take them.
     """
-    simple = params.get("simplePath", "simple").strip("/") or "simple"
+    simple = index_segment(params)
     aliases = [("legacy", "")]
     if simple != "simple":
         aliases.insert(0, ("simple", simple))

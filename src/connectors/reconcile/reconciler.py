@@ -22,6 +22,7 @@ from connectors.api.resources import (
     Probe,
     ProxyStatus,
 )
+from connectors.classes import pypi_links
 from connectors.reconcile import classes, coverage, evaluate, probes
 from connectors.reconcile.evaluate import ProbeOutcome
 from connectors.registry import access
@@ -219,7 +220,7 @@ async def _look_at_links(
     session: aiohttp.ClientSession,
     settings: ReconcileSettings,
 ) -> coverage.Coverage:
-    simple = render.effective_params(connector, cls).get("simplePath", "simple").strip("/")
+    simple = pypi_links.index_segment(render.effective_params(connector, cls))
     return await coverage.look(
         session,
         connector.spec.address.rstrip("/") + f"/{simple}/",
