@@ -170,7 +170,8 @@ def _proxy(args: argparse.Namespace) -> int:
 
 
 def _csi(args: argparse.Namespace) -> int:
-    from connectors.csi import server as csi_server  # grpc loads only here
+    from connectors.csi import publisher  # grpc loads only here
+    from connectors.csi import server as csi_server
 
     if not args.node_id:
         raise UsageError("--node-id (or $NODE_NAME) is required")
@@ -178,12 +179,14 @@ def _csi(args: argparse.Namespace) -> int:
     options = csi_server.CsiSettings(
         endpoint=args.endpoint,
         node_id=args.node_id,
-        state_dir=args.state_dir,
-        workload_audience=args.workload_audience,
-        cluster_domain=args.cluster_domain,
-        proxy_scheme=args.proxy_scheme,
-        refresh_fraction=args.refresh_fraction,
-        mint_tokens=args.mint_tokens,
+        publisher=publisher.PublisherSettings(
+            state_dir=args.state_dir,
+            workload_audience=args.workload_audience,
+            cluster_domain=args.cluster_domain,
+            proxy_scheme=args.proxy_scheme,
+            refresh_fraction=args.refresh_fraction,
+            mint_tokens=args.mint_tokens,
+        ),
     )
     config = kube_config.load(args.kubeconfig)
     return running.serve(lambda stop: csi_server.run(config, options, stop))

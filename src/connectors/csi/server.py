@@ -9,9 +9,8 @@ from pathlib import Path
 
 import grpc
 
-from connectors.api import addresses
 from connectors.api.errors import UsageError
-from connectors.auth import audiences, kubeauth
+from connectors.auth import kubeauth
 from connectors.classes.builtin import builtin_classes
 from connectors.csi import minting, publisher, services
 from connectors.csi.minting import MintedToken
@@ -28,12 +27,7 @@ log = logging.getLogger(__name__)
 class CsiSettings:
     endpoint: str
     node_id: str
-    state_dir: Path
-    workload_audience: str = audiences.WORKLOAD
-    cluster_domain: str = addresses.DEFAULT_CLUSTER_DOMAIN
-    proxy_scheme: str = "http"
-    refresh_fraction: float = minting.DEFAULT_REFRESH_FRACTION
-    mint_tokens: bool = False
+    publisher: publisher.PublisherSettings  # what a mount gets, and its tokens
 
 
 def socket_path(endpoint: str) -> Path:
@@ -63,21 +57,13 @@ async def run(config: ClusterConfig, options: CsiSettings, stop: asyncio.Event) 
             answer = await kube.request("POST", kubeauth.ACCESS_REVIEWS, body=body)
             return bool((answer.get("status") or {}).get("allowed"))
 
-        settings = publisher.PublisherSettings(
-            state_dir=options.state_dir,
-            workload_audience=options.workload_audience,
-            cluster_domain=options.cluster_domain,
-            proxy_scheme=options.proxy_scheme,
-            refresh_fraction=options.refresh_fraction,
-            mint_tokens=options.mint_tokens,
-        )
         server = grpc.aio.server()
         csi_pb2_grpc.add_IdentityServicer_to_server(
             services.IdentityService(lambda: not store.readiness()), server
         )
         csi_pb2_grpc.add_NodeServicer_to_server(
             services.NodeService(
-                publisher.Publisher(store, mint, may_use, settings), options.node_id
+                publisher.Publisher(store, mint, may_use, options.publisher), options.node_id
             ),
             server,
         )
