@@ -96,6 +96,21 @@ def test_the_grafana_dashboard_configmap_renders_when_enabled_and_holds_the_json
     assert configmap["data"]["connectors-proxy.json"] == dashboard
 
 
+def test_the_charts_operator_leaves_the_built_in_classes_to_helm():
+    # Helm installs the ConnectorClass with the release; an operator that applied it first
+    # made `helm install` fail with "already exists" (seen once in CI on the node).
+    template = ["template", "connectors", str(CHART), "--namespace", RELEASE_NS,
+                "--kube-version", "1.36.0", "--show-only"]  # fmt: skip
+    operator = helm(*template, "templates/operator-deployment.yaml")
+    assert operator.returncode == 0, operator.stderr
+    assert "- --no-builtin-classes" in operator.stdout
+    assert "kind: ConnectorClass" in helm(*template, "templates/connectorclass-pypi.yaml").stdout
+    accepted = subprocess.run(
+        [CONNECTORS, "operator", "--help"], check=True, capture_output=True, text=True
+    )
+    assert "--no-builtin-classes" in accepted.stdout
+
+
 def test_the_status_page_is_refused_unless_a_network_policy_fences_its_port():
     template = ["template", "connectors", str(CHART), "--namespace", RELEASE_NS,
                 "--kube-version", "1.36.0", "--show-only", "templates/proxy-deployment.yaml",

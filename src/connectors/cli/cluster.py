@@ -52,6 +52,13 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> di
     )
     op.add_argument("--lease-namespace", default=None, help="default: --proxy-namespace")
     op.add_argument(
+        "--builtin-classes",
+        action=argparse.BooleanOptionalAction,
+        default=_OPERATOR.builtin_classes,
+        help="apply the built-in ConnectorClasses on start (the Helm chart installs them "
+        "itself and passes --no-builtin-classes)",
+    )
+    op.add_argument(
         "--workers", type=int, default=_OPERATOR.workers, help="connectors reconciled at once"
     )
 
@@ -142,6 +149,7 @@ def _operator(args: argparse.Namespace) -> int:
         reprobe_interval_seconds=args.reprobe_interval,
         lease_namespace=args.lease_namespace or args.proxy_namespace,
         workers=args.workers,
+        builtin_classes=args.builtin_classes,
     )
     asyncio.run(operator_main.run(kube_config.load(args.kubeconfig), settings))
     return 0

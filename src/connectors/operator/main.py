@@ -85,7 +85,8 @@ async def run(config: ClusterConfig, settings: OperatorSettings) -> None:
         )
         if not await acquire_unless_stopped(elector):
             return
-        await install_builtin_classes(kube)
+        if settings.builtin_classes:
+            await install_builtin_classes(kube)
         store = KubeStore(
             kube, base_classes=builtin.builtin_classes(), retry_seconds=settings.retry_seconds
         )

@@ -20,4 +20,6 @@ class OperatorSettings:
     lease_namespace: str = "connectors-system"
     lease_name: str = "connectors-operator"
     identity: str = ""
+    # Apply the built-in ConnectorClasses on start; off where an installer owns them.
+    builtin_classes: bool = True
     reconcile: ReconcileSettings = ReconcileSettings()
